@@ -26,18 +26,16 @@ class Runner:
 
 
 def interleaved(runners: dict[str, Runner], repeats: int, steps: int) -> tuple[dict[str, float], dict[str, int]]:
-    """Median seconds per step of each runner, timed in turns so machine load hits all of them alike, and
-    each runner's peak memory (resident bytes plus the growth seen during its first turn)."""
+    """Median seconds per step of each runner over `repeats` turns taken in alternating order, so machine load
+    hits all of them alike, and each runner's peak memory: its resident bytes plus the growth seen during an
+    untimed first turn (which also warms it up)."""
+    memory = {name: runner.resident_bytes + peak_growth(lambda: runner.run(steps)) for name, runner in runners.items()}
     times: dict[str, list[float]] = {name: [] for name in runners}
-    memory: dict[str, int] = {}
+    order = list(runners.items())
     for repeat in range(repeats):
-        order = list(runners.items())
         for name, runner in order if repeat % 2 == 0 else order[::-1]:  # nobody always follows the same runner
             start = time.perf_counter()
-            if repeat:
-                runner.run(steps)
-            else:
-                memory[name] = runner.resident_bytes + peak_growth(lambda: runner.run(steps))
+            runner.run(steps)
             times[name].append((time.perf_counter() - start) / steps)
     return {name: statistics.median(values) for name, values in times.items()}, memory
 

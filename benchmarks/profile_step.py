@@ -4,7 +4,8 @@
 
 Every thunk in the trace is matched to its HLO instruction: the kind of work comes from the ops it runs
 (matmul, random bits, scatter, reduction, ...), the model part from the instruction's op_name with layer
-numbers folded together. Times are busy thread-milliseconds per step, summed over XLA's threads.
+numbers folded together. Times are thunk durations per step summed over XLA's threads; thunks that run
+concurrently with a multi-threaded matmul also count the time they waited for a core.
 """
 
 from __future__ import annotations
@@ -106,8 +107,8 @@ def main(argv=None) -> None:
         by_kind[kind] += ms / args.steps
         by_part[f"{kind:<15} {part}"] += ms / args.steps
     busy = sum(by_kind.values())
-    print(f"{args.model} {args.mode} {args.batch}x{args.seq} {' '.join(args.overrides)}: step {wall / args.steps:.0f} ms "
-          f"wall, {busy:.0f} thread-ms busy on {os.cpu_count()} cores ({busy / (wall / args.steps) / os.cpu_count():.0%})")
+    print(f"{args.model} {args.mode} {args.batch}x{args.seq} {' '.join(args.overrides)}: "
+          f"{wall / args.steps:.0f} ms per step, thunks {busy:.0f} thread-ms on {os.cpu_count()} cores")
     for title, counter, top in (("kind", by_kind, None), ("model part", by_part, args.top)):
         print(f"\n| {title} | thread-ms per step | share |\n|---|---:|---:|")
         for key, ms in counter.most_common(top):

@@ -28,7 +28,7 @@ SCALING_MODEL = "bert_base"
 SCALING_TOKENS = BATCH * SEQ  # per step in the sequence-length sweep (one sequence when longer)
 PLANS = {  # quick: scaling for plmjax alone, fewer points; shapes shared with the comparison are reused
     "quick": dict(repeats=2, steps=1, scaling_frameworks=("plmjax",), seq_lengths=(128, 2048), batches=(1, 8)),
-    "full": dict(repeats=4, steps=2, scaling_frameworks=tuple(BUILDERS), seq_lengths=(128, 256, 512, 1024, 2048),
+    "full": dict(repeats=5, steps=1, scaling_frameworks=tuple(BUILDERS), seq_lengths=(128, 256, 512, 1024, 2048),
                  batches=(1, 2, 4, 8, 16, 32)),
 }
 # 8 fake devices with 4-way tensor parallelism: bert_base's 30522-token vocabulary does not split 4 ways, and

@@ -67,13 +67,18 @@ def batch_spec(config: Config) -> dict[str, jax.ShapeDtypeStruct]:
     raise ValueError(f"no batch layout for model.arch={kind[0]!r} with objective.kind={kind[1]!r}")
 
 
+MEGACORE = ("v4", "v5p")  # two TensorCores per chip, run as one device (as on the real VMs)
+
+
 def topology_devices(topology: str) -> list:
-    """TPU device descriptions of a slice such as v5p:4x4x4, v4:2x2x2 or v5e:4x4 (needs libtpu)."""
+    """TPU device descriptions, one per chip, of a slice such as v5p:4x4x4, v4:2x2x2 or v5e:4x4 (needs libtpu)."""
     from jax.experimental import topologies
 
     os.environ.setdefault("ALLOW_MULTIPLE_LIBTPU_LOAD", "1")  # describing a slice claims no chips: let others run
+    chip_config = "megacore" if topology.split(":")[0] in MEGACORE else "default"
     try:
-        return list(topologies.get_topology_desc(platform="tpu", topology_name=topology).devices)
+        return list(topologies.get_topology_desc(platform="tpu", topology_name=topology,
+                                                 chip_config_name=chip_config).devices)
     except Exception as error:  # libtpu missing or an unknown name
         raise ValueError(f"cannot describe TPU topology {topology!r} ({error}); "
                          'names look like v5p:4x4x4 and need `pip install "plmjax[tpu]"`') from None

@@ -59,6 +59,16 @@ def test_t5_xxl_without_model_parallelism_overflows_a_small_slice(capsys):
     assert "DOES NOT FIT" in capsys.readouterr().out
 
 
+def test_moe_lm_1_1t_state_alone_overflows_a_512_chip_v4_slice(capsys):
+    # One expert per chip: the 1.1T parameters' experts split 512 ways, the dense half replicated; float32
+    # parameters plus AdamW's two moments already exceed a v4 chip, so nothing is compiled.
+    report = compile_report(capsys, "moe_lm_1_1t", "v4:8x8x8")
+    assert not report["fits"] and report["num_chips"] == 512 and report["mesh"]["expert"] == 512
+    assert "not compiled" in report["compiler_message"] and report["estimated_mfu"] is None
+    assert 4 * 1.1e12 / 512 < report["params_bytes"] < 4 * 1.1e12 / 100
+    assert report["params_bytes"] + report["optimizer_bytes"] > report["hbm_capacity_bytes"] == 32 * GIB
+
+
 def test_activations_beyond_hbm_are_caught_by_the_compiler(capsys):
     # 2 layers fit anywhere, but 16384 sequences' vocabulary logits per chip do not fit a v5e's 16 GiB.
     report = compile_report(capsys, "gpt_tiny", "v5e:2x2", "data.batch_size=65536")

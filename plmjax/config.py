@@ -63,6 +63,8 @@ class ModelConfig:
     scale_tied_logits: bool = False  # T5 v1.0: multiply by hidden_size**-0.5 before a tied head
     dropout_rate: float = 0.1
     attention_dropout_rate: float = 0.1
+    ffn_dropout: bool = False  # dropout on the FFN's hidden layer too (T5 has it; BERT and GPT-2 do not)
+    dropout_bits: int = 16  # keep masks from 8/16/32-bit random integers; rates round to multiples of 2**-bits
     shared_layer_groups: int = 0  # 0: every layer its own weights; k: k groups reused in turn
     remat: str = "none"  # none | minimal | full
     scan_layers: bool = False
@@ -81,6 +83,7 @@ class ModelConfig:
         _check_choice("model.remat", self.remat, ("none", "minimal", "full"))
         _check_choice("model.dtype", self.dtype, ("float32", "bfloat16"))
         _check_choice("model.init", self.init, ("normal", "fan_in"))
+        _check_choice("model.dropout_bits", self.dropout_bits, (8, 16, 32))
         if self.hidden_size % self.num_heads and not self.head_dim:
             raise ConfigError(
                 f"model.hidden_size={self.hidden_size} is not divisible by "
@@ -189,9 +192,9 @@ class Config:
     mesh: MeshConfig = dataclasses.field(default_factory=MeshConfig)
 
 
-def _check_choice(key: str, value: str, choices: tuple[str, ...]) -> None:
+def _check_choice(key: str, value, choices: tuple) -> None:
     if value not in choices:
-        raise ConfigError(f"{key}={value!r} is not one of {', '.join(choices)}")
+        raise ConfigError(f"{key}={value!r} is not one of {', '.join(map(str, choices))}")
 
 
 def _check_moe(cfg: ModelConfig) -> None:
@@ -246,6 +249,7 @@ def t5(*, v1_1: bool = False, **model: Any) -> Config:
         init="fan_in",
         initializer_range=1.0,
         attention_dropout_rate=0.0,
+        ffn_dropout=True,
     )
     family.update(model)
     return Config(

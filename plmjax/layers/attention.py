@@ -12,6 +12,7 @@ import jax.numpy as jnp
 
 from plmjax.config import ModelConfig
 from plmjax.layers import hooks, initializers
+from plmjax.layers.dropout import make_dropout
 from plmjax.layers.linear import make_projection
 
 
@@ -50,7 +51,7 @@ class SoftmaxAttention(nn.Module):
         if bias is not None:
             logits = logits + bias
         weights = jax.nn.softmax(logits, axis=-1).astype(initializers.compute_dtype(cfg))
-        weights = nn.Dropout(cfg.attention_dropout_rate)(weights, deterministic=deterministic)
+        weights = make_dropout(cfg, cfg.attention_dropout_rate)(weights, deterministic=deterministic)
         context = jnp.einsum("bhqk,bkhd->bqhd", weights, value)
         context = nn.with_logical_constraint(context, ("batch", "length", "heads", "kv"))
         return make_projection(cfg, cfg.hidden_size, ("heads", "kv"), ("embed",), "out")(context)

@@ -11,6 +11,7 @@ import jax.numpy as jnp
 from plmjax.config import ConfigError, ModelConfig
 from plmjax.layers import hooks
 from plmjax.layers.attention import make_attention
+from plmjax.layers.dropout import make_dropout
 from plmjax.layers.ffn import layer_ffn_kind, make_ffn
 from plmjax.layers.moe import COLLECTION as MOE_COLLECTION
 from plmjax.layers.norms import make_norm
@@ -78,7 +79,7 @@ class TransformerLayer(nn.Module):
         cfg = self.cfg
         norm = make_norm(cfg, name=f"{name}_norm")
         y = sublayer(norm(x) if cfg.norm_position == "pre" else x)
-        y = nn.Dropout(cfg.dropout_rate)(y, deterministic=deterministic)
+        y = make_dropout(cfg)(y, deterministic=deterministic)
         if cfg.residual_adapter:
             adapter = hooks.lookup(hooks.RESIDUAL_ADAPTERS, "model.residual_adapter", cfg.residual_adapter)
             y = adapter(cfg, name=f"{name}_adapter")(y, deterministic)
@@ -172,5 +173,5 @@ class TransformerStack(nn.Module):
                         args = (self_bias(mask, x.shape[1]),) + args[1:]
         if cfg.norm_position == "pre":
             x = make_norm(cfg, name="final_norm")(x)
-            x = nn.Dropout(cfg.dropout_rate)(x, deterministic=deterministic)
+            x = make_dropout(cfg)(x, deterministic=deterministic)
         return x

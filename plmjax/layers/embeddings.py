@@ -7,6 +7,7 @@ import jax.numpy as jnp
 
 from plmjax.config import ModelConfig
 from plmjax.layers import initializers
+from plmjax.layers.dropout import make_dropout
 from plmjax.layers.linear import make_projection
 from plmjax.layers.norms import make_norm
 
@@ -51,7 +52,7 @@ class InputEmbedder(nn.Module):
             self.norm = make_norm(cfg, name="norm")
         if cfg.emb_dim != cfg.hidden_size:
             self.projection = make_projection(cfg, cfg.hidden_size, ("embed",), ("hidden",), "projection")
-        self.dropout = nn.Dropout(cfg.dropout_rate)
+        self.dropout = make_dropout(cfg)
 
     def __call__(self, ids, positions=None, segment_ids=None, deterministic: bool = True):
         cfg = self.cfg

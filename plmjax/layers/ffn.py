@@ -6,6 +6,7 @@ import flax.linen as nn
 
 from plmjax.config import ModelConfig
 from plmjax.layers import activations
+from plmjax.layers.dropout import make_dropout
 from plmjax.layers.linear import make_projection
 
 
@@ -31,7 +32,8 @@ class FeedForward(nn.Module):
             h = h * self.project(cfg.mlp_dim, "embed", "mlp", "wi_1")(x)
         else:
             h = act(self.project(cfg.mlp_dim, "embed", "mlp", "wi")(x))
-        h = nn.Dropout(cfg.dropout_rate)(h, deterministic=deterministic)
+        if cfg.ffn_dropout:
+            h = make_dropout(cfg)(h, deterministic=deterministic)
         h = nn.with_logical_constraint(h, self.hidden_axes)
         return self.project(cfg.hidden_size, "mlp", "embed", "wo")(h)
 

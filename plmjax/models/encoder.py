@@ -7,6 +7,7 @@ import jax.numpy as jnp
 
 from plmjax.config import ModelConfig
 from plmjax.layers.block import TransformerStack
+from plmjax.layers.dropout import make_dropout
 from plmjax.layers.embeddings import InputEmbedder
 from plmjax.layers.linear import make_projection
 from plmjax.models.heads import MaskedLMHead, Pooler
@@ -94,7 +95,7 @@ class EncoderForSequenceClassification(nn.Module):
     def setup(self):
         self.encoder = Encoder(self.cfg)
         self.pooler = Pooler(self.cfg)
-        self.dropout = nn.Dropout(self.cfg.dropout_rate)
+        self.dropout = make_dropout(self.cfg)
         self.classifier = make_projection(self.cfg, self.cfg.num_labels, ("embed",), ("labels",), "classifier")
 
     def __call__(self, input_ids, segment_ids=None, attention_mask=None, deterministic: bool = True):
@@ -110,7 +111,7 @@ class EncoderForTokenClassification(nn.Module):
 
     def setup(self):
         self.encoder = Encoder(self.cfg)
-        self.dropout = nn.Dropout(self.cfg.dropout_rate)
+        self.dropout = make_dropout(self.cfg)
         self.classifier = make_projection(self.cfg, self.cfg.num_labels, ("embed",), ("labels",), "classifier")
 
     def __call__(self, input_ids, segment_ids=None, attention_mask=None, deterministic: bool = True):

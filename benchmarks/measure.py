@@ -28,8 +28,11 @@ class Runner:
 def interleaved(runners: dict[str, Runner], repeats: int, steps: int) -> tuple[dict[str, float], dict[str, int]]:
     """Median seconds per step of each runner over `repeats` turns taken in alternating order, so machine load
     hits all of them alike, and each runner's peak memory: its resident bytes plus the growth seen during an
-    untimed first turn (which also warms it up)."""
+    untimed first turn. A second untimed turn follows: measuring memory hands freed pages back to the OS,
+    and the first step after that pays to fault its buffers in again."""
     memory = {name: runner.resident_bytes + peak_growth(lambda: runner.run(steps)) for name, runner in runners.items()}
+    for runner in runners.values():
+        runner.run(steps)
     times: dict[str, list[float]] = {name: [] for name in runners}
     order = list(runners.items())
     for repeat in range(repeats):

@@ -15,6 +15,7 @@ import subprocess
 import sys
 
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # idle PyTorch threads must not spin while plmjax runs
 
 import report  # noqa: E402
 import torch  # noqa: E402

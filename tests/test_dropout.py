@@ -7,6 +7,7 @@ import pytest
 
 from plmjax.config import ConfigError, bert, load_config, t5
 from plmjax.layers.dropout import Dropout, keep_mask
+from plmjax.layers.ffn import FeedForward
 
 
 @pytest.mark.parametrize("bits", [8, 16, 32])
@@ -37,7 +38,29 @@ def test_dropout_is_identity_when_deterministic_and_zero_at_rate_one():
     np.testing.assert_array_equal(Dropout(1.0).apply({}, x, deterministic=False, rngs=rngs), 0 * x)
 
 
-def test_dropout_bits_and_ffn_dropout_are_config_fields():
-    assert t5().model.ffn_dropout and not bert().model.ffn_dropout
-    with pytest.raises(ConfigError, match="model.dropout_bits=12 is not one of 8, 16, 32"):
-        load_config("configs/bert_tiny.py", ["model.dropout_bits=12"])
+@pytest.mark.parametrize("family, drops_inside", [(bert, False), (t5, True)])
+def test_ffn_hidden_dropout_only_where_the_family_has_it(family, drops_inside):
+    # The FFN has no other dropout: with it off, training mode computes exactly the eval output.
+    cfg = family(hidden_size=16, num_heads=2, mlp_dim=64, dropout_rate=0.5).model
+    x = jax.random.normal(jax.random.key(0), (2, 8, 16))
+    ffn = FeedForward(cfg)
+    params = ffn.init(jax.random.key(1), x)
+    train = ffn.apply(params, x, deterministic=False, rngs={"dropout": jax.random.key(2)})
+    assert cfg.ffn_dropout == drops_inside
+    assert np.allclose(train, ffn.apply(params, x)) != drops_inside
+
+
+@pytest.mark.parametrize("override, message", [
+    ("model.dropout_bits=12", "model.dropout_bits=12 is not one of 8, 16, 32"),
+    ("model.dropout_rate=1.5", r"model.dropout_rate=1.5 is not a dropout rate: it must be in \[0, 1\)"),
+    ("model.attention_dropout_rate=-0.1", "model.attention_dropout_rate=-0.1 is not a dropout rate"),
+])
+def test_bad_dropout_settings_are_config_errors(override, message):
+    with pytest.raises(ConfigError, match=message):
+        load_config("configs/bert_tiny.py", [override])
+
+
+def test_a_rate_the_masks_cannot_express_is_refused():
+    with pytest.raises(ConfigError, match="model.dropout_rate=0.001 rounds to 0 with model.dropout_bits=8"):
+        load_config("configs/bert_tiny.py", ["model.dropout_bits=8", "model.dropout_rate=0.001"])
+    assert load_config("configs/bert_tiny.py", ["model.dropout_rate=0.001"]).model.dropout_rate == 0.001

@@ -16,9 +16,6 @@ import jax.numpy as jnp
 
 from plmjax.config import ModelConfig
 
-DROPOUT_BITS = (8, 16, 32)
-
-
 def keep_mask(rng, shape: tuple[int, ...], rate: float, bits: int):
     """Boolean mask (True = keep) and the keep probability actually applied."""
     threshold = round(rate * 2**bits)

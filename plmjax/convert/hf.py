@@ -397,7 +397,7 @@ def rule_keys(model_type: str, cfg: ModelConfig, head: str | None = None) -> set
 # Fields that do not change what a trained model computes (layout, precision, training-time
 # settings): an export need not preserve them.
 RUNTIME_FIELDS = ("scan_layers", "remat", "dtype", "init", "initializer_range", "dropout_rate",
-                  "attention_dropout_rate", "ffn_dropout", "dropout_bits")
+                  "attention_dropout_rate", "ffn_dropout", "dropout_bits", "materialize_layer_grads")
 
 
 def _effective(cfg: ModelConfig) -> ModelConfig:

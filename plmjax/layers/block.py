@@ -13,6 +13,7 @@ from plmjax.layers import hooks
 from plmjax.layers.attention import make_attention
 from plmjax.layers.dropout import make_dropout
 from plmjax.layers.ffn import layer_ffn_kind, make_ffn
+from plmjax.layers.gradients import materialize_gradient
 from plmjax.layers.moe import COLLECTION as MOE_COLLECTION
 from plmjax.layers.norms import make_norm
 from plmjax.layers.positions import RelativePositionBias
@@ -71,6 +72,8 @@ class TransformerLayer(nn.Module):
             )
         x = self._residual("mlp", lambda h: make_ffn(cfg, "mlp", self.ffn_kind)(h, deterministic), x, deterministic)
         x = nn.with_logical_constraint(x, ("batch", "length", "embed"))
+        if cfg.materialize_layer_grads:
+            x = materialize_gradient(x)
         self.sow("intermediates", "output", x)
         return (x, None) if self.scanned else x
 

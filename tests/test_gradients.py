@@ -58,3 +58,12 @@ def test_pre_norm_backward_kernels_grow_with_depth_only_without_materialized_gra
         assert deep <= shallow + 5, (shallow, deep)
     else:  # XLA:CPU recomputes the residual-gradient chain of all later layers in each kernel
         assert deep > shallow + 50, (shallow, deep)
+
+
+def test_forward_mode_differentiation_still_works():
+    loss, params, x = _stack_and_loss(2, materialize=True)
+    plain_loss, _, _ = _stack_and_loss(2, materialize=False)
+    direction = jax.random.normal(jax.random.key(2), x.shape)
+    _, tangent = jax.jvp(lambda x: loss(params, x), (x,), (direction,))
+    _, plain = jax.jvp(lambda x: plain_loss(params, x), (x,), (direction,))
+    np.testing.assert_allclose(tangent, plain, rtol=1e-6)

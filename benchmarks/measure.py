@@ -28,19 +28,19 @@ class Runner:
 def interleaved(runners: dict[str, Runner], repeats: int, steps: int) -> tuple[dict[str, float], dict[str, int]]:
     """Median seconds per step of each runner over `repeats` turns taken in alternating order, so machine load
     hits all of them alike, and each runner's peak memory: its resident bytes plus the growth seen during an
-    untimed first turn. A second untimed turn follows: measuring memory hands freed pages back to the OS,
-    and the first step after that pays to fault its buffers in again. For the same reason, when runners
-    alternate each turn starts with an untimed step: a step right after another framework's step pays
-    for the pages that step took (measured: GPT-2 small 6% slower in plmjax, 1-3% in PyTorch), which a
-    training loop running its own steps back to back never does."""
+    untimed first turn. Every timed turn follows an untimed step of the same runner: measuring memory
+    hands freed pages back to the OS, and a step right after another framework's step pays for the pages
+    that step took (measured: GPT-2 small 6% slower in plmjax, 1-3% in PyTorch); a training loop running
+    its own steps back to back pays neither."""
     memory = {name: runner.resident_bytes + peak_growth(lambda: runner.run(steps)) for name, runner in runners.items()}
-    for runner in runners.values():
-        runner.run(steps)
+    warm_each_turn = len(runners) > 1
+    if not warm_each_turn:
+        next(iter(runners.values())).run(steps)
     times: dict[str, list[float]] = {name: [] for name in runners}
     order = list(runners.items())
     for repeat in range(repeats):
         for name, runner in order if repeat % 2 == 0 else order[::-1]:  # nobody always follows the same runner
-            if len(runners) > 1:
+            if warm_each_turn:
                 runner.run(1)
             start = time.perf_counter()
             runner.run(steps)

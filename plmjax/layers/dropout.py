@@ -16,6 +16,7 @@ import jax.numpy as jnp
 
 from plmjax.config import ModelConfig
 
+
 def keep_mask(rng, shape: tuple[int, ...], rate: float, bits: int):
     """Boolean mask (True = keep) and the keep probability actually applied."""
     threshold = round(rate * 2**bits)

@@ -8,6 +8,7 @@ import pytest
 from plmjax.config import ConfigError, bert, load_config, t5
 from plmjax.layers.dropout import Dropout, keep_mask
 from plmjax.layers.ffn import FeedForward
+from plmjax.layers.random_bits import random_uints, threefry2x32
 
 
 @pytest.mark.parametrize("bits", [8, 16, 32])
@@ -29,6 +30,26 @@ def test_dropout_masks_are_independent_across_elements_and_keys():
     # Neighbours share a random word (4 masks per word): their correlation must still vanish.
     assert abs(np.corrcoef(first[:, :-1].ravel(), first[:, 1:].ravel())[0, 1]) < 0.02
     assert abs(np.corrcoef(first.ravel(), second.ravel())[0, 1]) < 0.02
+
+
+def test_threefry_block_function_is_jax_threefry_bit_for_bit():
+    counts = jax.random.bits(jax.random.key(3), (2, 1000), jnp.uint32)
+    key = jnp.array([0x12345678, 0x9ABCDEF0], jnp.uint32)
+    expected = jax.extend.random.threefry_2x32(key, counts.ravel()).reshape(2, 1000)
+    np.testing.assert_array_equal(np.stack(jax.jit(threefry2x32)(key[0], key[1], *counts)), expected)
+
+
+@pytest.mark.parametrize("bits", [8, 16, 32])
+def test_random_uints_are_uniform_in_every_bit_and_differ_everywhere(bits):
+    shape = (3, 50, 37)  # the last axis is not a multiple of the integers per block
+    values = np.asarray(random_uints(jax.random.key(0), shape, bits), np.uint64)
+    assert values.shape == shape and values.max() < 2**bits
+    ones = np.stack([(values >> b) & 1 for b in range(bits)]).reshape(bits, -1).mean(axis=1)
+    assert np.all(np.abs(ones - 0.5) < 4 * np.sqrt(0.25 / values.size)), ones
+    if bits == 32:  # 5550 draws from 2**32: any repeat would mean two elements share a counter
+        assert len(np.unique(values)) == values.size
+    np.testing.assert_array_equal(random_uints(jax.random.key(0), shape, bits), values)
+    assert random_uints(jax.random.key(0), (5,), bits).shape == (5,)
 
 
 def test_dropout_is_identity_when_deterministic_and_zero_at_rate_one():

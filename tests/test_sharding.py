@@ -93,6 +93,21 @@ def test_sharded_equals_single_device(family, data, model):
     assert moments and all(x.sharding.spec == P("model", None) for x in moments)
 
 
+def test_sharded_dropout_equals_single_device():
+    # Dropout's random bits are counted along the activation's own axes; split over the mesh they must
+    # still give every element the mask one device gives it: two training steps with dropout agree.
+    config = gpt(**dict(SMALL, dropout_rate=0.1, attention_dropout_rate=0.1))
+    config.train.num_steps = 10
+    batch = causal_batch(np.random.default_rng(0))
+    single = partitioning.make_mesh(MeshConfig(data=1, model=1), jax.devices()[:1])
+    _, _, params_1, _ = loss_grads_and_step(config, batch, single)
+    _, _, params_n, _ = loss_grads_and_step(config, batch, partitioning.make_mesh(MeshConfig(data=2, model=4)))
+    assert_trees_close(params_n, params_1, rtol=1e-5)
+    _, _, undropped, _ = loss_grads_and_step(gpt(**SMALL), batch, single)
+    with pytest.raises(AssertionError):  # and the dropout really changed the steps
+        assert_trees_close(undropped, params_1, rtol=1e-3)
+
+
 def test_mesh_shape_resolves_minus_one_and_rejects_bad_shapes():
     assert partitioning.mesh_shape(MeshConfig(data=-1, model=2), 8) == (4, 1, 2)
     assert partitioning.mesh_shape(MeshConfig(data=2, expert=-1, model=1), 8) == (2, 4, 1)

@@ -1,30 +1,24 @@
-"""Inverted dropout whose keep masks come from narrow random integers, several per random word.
+"""Inverted dropout whose keep masks come from narrow random integers, several per threefry block.
 
-JAX's threefry makes one 32-bit word per element whatever width is asked for, so flax's Dropout pays a
-full threefry2x32 per activation; on a CPU that is a sixth of a BERT-base train step. Comparing
-`bits`-wide integers (32 // bits from each word) keeps the same statistics at a fraction of the cost;
-the drop rate is rounded to a multiple of 2**-bits (16 bits: 0.1 -> 0.100006). bits=32 is exact.
+flax's Dropout draws a 32-bit word per element from `jax.random`, a full threefry block each; on a CPU
+that was a sixth of a BERT-base train step. Comparing `bits`-wide integers (64 // bits per block, see
+random_bits.py) keeps the same statistics at a fraction of the cost; the drop rate is rounded to a
+multiple of 2**-bits (16 bits: 0.1 -> 0.100006). bits=32 is flax's rate exactly.
 """
 
 from __future__ import annotations
 
-import math
-
 import flax.linen as nn
-import jax
 import jax.numpy as jnp
 
 from plmjax.config import ModelConfig
+from plmjax.layers.random_bits import random_uints
 
 
 def keep_mask(rng, shape: tuple[int, ...], rate: float, bits: int):
     """Boolean mask (True = keep) and the keep probability actually applied."""
     threshold = round(rate * 2**bits)
-    per_word = 32 // bits
-    size = math.prod(shape)
-    words = jax.random.bits(rng, (-(-size // per_word),), jnp.uint32)
-    narrow = jax.lax.bitcast_convert_type(words, jnp.dtype(f"uint{bits}")).reshape(-1)[:size].reshape(shape)
-    return narrow >= threshold, 1.0 - threshold / 2**bits
+    return random_uints(rng, shape, bits) >= threshold, 1.0 - threshold / 2**bits
 
 
 class Dropout(nn.Module):

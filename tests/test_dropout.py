@@ -52,6 +52,20 @@ def test_random_uints_are_uniform_in_every_bit_and_differ_everywhere(bits):
     assert random_uints(jax.random.key(0), (5,), bits).shape == (5,)
 
 
+def test_each_dropout_mask_is_hashed_once_for_forward_and_backward():
+    # Left to fusion, XLA copies the 20-round hash into every consumer of a mask (the forward product and
+    # the backward one, on either side of a matmul): twice the work and the compile time. Masks are stored.
+    def loss(w, x, rng):
+        for index in range(3):
+            x = Dropout(0.1).apply({}, x, deterministic=False, rngs={"dropout": jax.random.fold_in(rng, index)}) @ w
+        return jnp.sum(x)
+
+    w, x = jnp.ones((32, 32)), jnp.ones((4, 8, 32))
+    hlo = jax.jit(jax.grad(loss, argnums=(0, 1))).lower(w, x, jax.random.key(0)).compile().as_text()
+    hashes = [part.count(" shift-left(") for part in hlo.split("\n\n")]  # 20 rounds, one shift-left each
+    assert sum(count for count in hashes if count >= 20) == 3 * 20
+
+
 def test_dropout_is_identity_when_deterministic_and_zero_at_rate_one():
     x = jnp.arange(12.0).reshape(3, 4)
     rngs = {"dropout": jax.random.key(0)}

@@ -1,8 +1,8 @@
 """Counter-mode Threefry-2x32 random words laid out like an activation, for dropout masks.
 
 The hash is JAX's own (`jax.extend.random.threefry_2x32`, Salmon et al. 2011, 20 rounds), written as
-straight-line jnp ops so that XLA fuses it into the consumer: on CPU JAX lowers its threefry as a loop
-over whole arrays, which measured ~5x slower per word and made dropout a tenth of a T5 train step.
+straight-line jnp ops that XLA compiles into one kernel: on CPU JAX lowers its threefry as a loop over
+whole arrays, which measured ~5x slower per word and made dropout a tenth of a T5 train step.
 Both output words of each block are used (JAX's partitionable `random.bits` XORs them into one), and
 the counters follow the array's own axes, so a sharded activation gets its bits where it lives.
 """

@@ -39,17 +39,21 @@ def test_threefry_block_function_is_jax_threefry_bit_for_bit():
     np.testing.assert_array_equal(np.stack(jax.jit(threefry2x32)(key[0], key[1], *counts)), expected)
 
 
+@pytest.mark.parametrize("shape", [(3, 50, 37), (5551,)])  # last axes not multiples of the integers per block
 @pytest.mark.parametrize("bits", [8, 16, 32])
-def test_random_uints_are_uniform_in_every_bit_and_differ_everywhere(bits):
-    shape = (3, 50, 37)  # the last axis is not a multiple of the integers per block
+def test_random_uints_are_uniform_in_every_bit_and_differ_everywhere(bits, shape):
     values = np.asarray(random_uints(jax.random.key(0), shape, bits), np.uint64)
     assert values.shape == shape and values.max() < 2**bits
     ones = np.stack([(values >> b) & 1 for b in range(bits)]).reshape(bits, -1).mean(axis=1)
     assert np.all(np.abs(ones - 0.5) < 4 * np.sqrt(0.25 / values.size)), ones
-    if bits == 32:  # 5550 draws from 2**32: any repeat would mean two elements share a counter
+    if bits == 32:  # ~5550 draws from 2**32: any repeat would mean two elements share a counter
         assert len(np.unique(values)) == values.size
     np.testing.assert_array_equal(random_uints(jax.random.key(0), shape, bits), values)
-    assert random_uints(jax.random.key(0), (5,), bits).shape == (5,)
+
+
+def test_random_uints_refuse_a_width_they_cannot_make():
+    with pytest.raises(ValueError, match="random integers of 12 bits: the widths are 8, 16 and 32"):
+        random_uints(jax.random.key(0), (4, 4), 12)
 
 
 def test_each_dropout_mask_is_hashed_once_for_forward_and_backward():

@@ -1,8 +1,14 @@
-"""Gradient-path helpers that change how XLA schedules a backward pass, never what it computes."""
+"""Helpers that change how XLA schedules work, never what it computes.
+
+Both rest on one fact about XLA:CPU: it fuses cheap elementwise producers into every consumer, recomputing
+them, and `lax.optimization_barrier` is dropped before fusion; a reduction, though, is not fused into its
+consumers. A sum of [x, 0] is exact, so it stores x once.
+"""
 
 from __future__ import annotations
 
 import jax
+import jax.numpy as jnp
 from jax import lax
 
 
@@ -13,10 +19,16 @@ def materialize_gradient(x):
     In a pre-norm stack the gradient of the residual stream is a chain of elementwise adds through all
     later layers; XLA:CPU fuses that chain into each consumer (two matmul operands and the next add),
     so layer l recomputes the work of every layer above it: quadratic in depth, a quarter of a GPT-2
-    small train step. `lax.optimization_barrier` is dropped before fusion on CPU, but a reduction is
-    not fused into its consumers: the tangent map below transposes to a sum of [cotangent, 0], exact.
+    small train step. The tangent map below transposes to `stored_once` of the cotangent.
     """
     return x
+
+
+def stored_once(*xs):
+    """xs, each computed once into memory by one reduction (a sum with zeros): its consumers read it."""
+    padded = [lax.pad(x[None], jnp.zeros((), x.dtype), ((0, 1, 0),) + ((0, 0, 0),) * x.ndim) for x in xs]
+    zeros = [jnp.zeros((), x.dtype) for x in xs]
+    return lax.reduce(padded, zeros, lambda a, b: [x + y for x, y in zip(a, b)], (0,))
 
 
 @materialize_gradient.defjvp

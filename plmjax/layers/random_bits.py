@@ -15,6 +15,8 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
+from plmjax.layers.gradients import stored_once
+
 _ROTATIONS = ((13, 15, 26, 6), (17, 29, 16, 24))
 _KEY_PARITY = 0x1BD11BDA
 
@@ -34,10 +36,8 @@ def threefry2x32(key1, key2, x1, x2):
 
 def _counters(shape: tuple[int, ...]):
     """Two uint32 arrays that number the elements of `shape`: (index on axis 0, index within its row)."""
-    if len(shape) == 1:
-        return jnp.zeros(shape, jnp.uint32), lax.iota(jnp.uint32, shape[0])
-    if math.prod(shape[1:]) > 2**32:
-        raise ValueError(f"random words for shape {shape}: a row of {math.prod(shape[1:])} exceeds 2**32 counters")
+    if max(shape[0], math.prod(shape[1:])) > 2**32:
+        raise ValueError(f"random words for shape {shape}: more than 2**32 rows or elements per row")
     within = jnp.zeros(shape, jnp.uint32)
     stride = 1
     for axis in range(len(shape) - 1, 0, -1):
@@ -46,27 +46,22 @@ def _counters(shape: tuple[int, ...]):
     return lax.broadcasted_iota(jnp.uint32, shape, 0), within
 
 
-def _stored(*xs):
-    """xs computed once into memory: XLA fuses a reduction's inputs into it, but not the reduction into its
-    consumers (a sum with zeros, exact). Left to fusion, the hash is copied into every consumer of the mask,
-    forward and backward: 2-3x the work and, worse, the compile time (48 T5 dropout sites: +5 s, now +2 s)."""
-    padded = [lax.pad(x[None], jnp.zeros((), x.dtype), ((0, 1, 0),) + ((0, 0, 0),) * x.ndim) for x in xs]
-    zeros = [jnp.zeros((), x.dtype) for x in xs]
-    return lax.reduce(padded, zeros, lambda a, b: [x + y for x, y in zip(a, b)], (0,))
-
-
 def random_uints(rng, shape: tuple[int, ...], bits: int):
     """Uniform `bits`-wide unsigned integers (8, 16 or 32, as uint32) of `shape`, 64 // bits per threefry block.
 
     Along the last axis, element j takes part j // m of block j % m (m blocks per row): the parts are
     picked by a broadcast select, which XLA fuses into the consumer; stacking them would cost ~8x more.
     """
+    if bits not in (8, 16, 32):
+        raise ValueError(f"random integers of {bits} bits: the widths are 8, 16 and 32")
     if not shape:
         return random_uints(rng, (1,), bits)[0]
     per_word = 32 // bits
     blocks = -(-shape[-1] // (2 * per_word))
     key1, key2 = jax.random.bits(rng, (2,), jnp.uint32)
-    words = _stored(*threefry2x32(key1, key2, *_counters((*shape[:-1], blocks))))
+    # Left to fusion, the hash would be copied into every consumer of the mask, forward and backward:
+    # 2-3x the work and the compile time (T5-small's 48 dropout sites: +5 s of compile, stored +2 s).
+    words = stored_once(*threefry2x32(key1, key2, *_counters((*shape[:-1], blocks))))
     first, second = (word[..., None, :] for word in words)
     part = lax.broadcasted_iota(jnp.uint32, (*shape[:-1], 2 * per_word, blocks), len(shape) - 1)
     word = jnp.where(part < per_word, first, second)

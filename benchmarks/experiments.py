@@ -13,16 +13,14 @@ import contextlib
 import os
 import sys
 
-os.environ.setdefault("JAX_PLATFORMS", "cpu")
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # idle PyTorch threads must not spin while plmjax runs
-
-import jax  # noqa: E402
-import plmjax_steps  # noqa: E402
-import torch  # noqa: E402
-import torch_steps  # noqa: E402
-import workloads  # noqa: E402
-from measure import interleaved  # noqa: E402
-from peak import matmul_peak  # noqa: E402
+import setup_process  # noqa: F401  (first: before JAX or PyTorch start threads)
+import jax
+import plmjax_steps
+import torch
+import torch_steps
+import workloads
+from measure import interleaved
+from peak import matmul_peak
 
 
 @contextlib.contextmanager

@@ -18,12 +18,11 @@ import re
 import sys
 import tempfile
 
-os.environ.setdefault("JAX_PLATFORMS", "cpu")
-
-import experiments  # noqa: E402,F401  (registers the benchmark-local variants, e.g. model.attention_kind=fused_qkv)
-import jax  # noqa: E402
-import plmjax_steps  # noqa: E402
-import workloads  # noqa: E402
+import setup_process  # noqa: F401  (first: before JAX or PyTorch start threads)
+import experiments  # noqa: F401  (registers the benchmark-local variants, e.g. model.attention_kind=fused_qkv)
+import jax
+import plmjax_steps
+import workloads
 
 INSTRUCTION = re.compile(r"^\s*(?:ROOT )?%?([\w.\-]+) = .*op_name=\"([^\"]*)\"")
 CALLS = re.compile(r"calls=%?([\w.\-]+)")

@@ -14,14 +14,12 @@ import os
 import subprocess
 import sys
 
-os.environ.setdefault("JAX_PLATFORMS", "cpu")
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # idle PyTorch threads must not spin while plmjax runs
-
-import report  # noqa: E402
-import torch  # noqa: E402
-import workloads  # noqa: E402
-from peak import matmul_peak, torch_matmul_peak  # noqa: E402
-from side_by_side import BUILDERS, MODES, compare  # noqa: E402
+import setup_process  # noqa: F401  (first: before JAX or PyTorch start threads)
+import report
+import torch
+import workloads
+from peak import matmul_peak, torch_matmul_peak
+from side_by_side import BUILDERS, MODES, compare
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 BATCH, SEQ = 8, 128

@@ -7,7 +7,7 @@ import os
 import sys
 
 from plmjax.config import ConfigError, apply_overrides, load_config, valid_keys
-from plmjax.host_memory import keep_freed_host_memory
+from plmjax.cpu_tuning import tune_cpu_process
 
 
 def _add_overrides(parser: argparse.ArgumentParser) -> None:
@@ -327,7 +327,7 @@ COMMANDS = {"train": cmd_train, "eval": cmd_eval, "decode": cmd_decode, "convert
 
 
 def main(argv: list[str] | None = None) -> int:
-    keep_freed_host_memory()  # before JAX starts its threads: see plmjax/host_memory.py
+    tune_cpu_process()  # before JAX starts: see plmjax/cpu_tuning.py
     args = build_parser().parse_args(argv)
     try:
         return COMMANDS[args.verb](args) or 0  # a verb may return a non-zero exit status (compile: does not fit)

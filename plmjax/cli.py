@@ -38,7 +38,7 @@ def build_parser() -> argparse.ArgumentParser:
                             "not needed on Cloud TPU, where the hosts of a slice find each other")
     train.add_argument("--num_processes", "--num-processes", type=int, metavar="N", help="processes in the run")
     train.add_argument("--process_id", "--process-id", type=int, metavar="I", help="this process, 0 .. N-1")
-    train.add_argument("--mixture", dest="overrides", action="append", metavar="NAME",
+    train.add_argument("--mixture", dest="overrides", action="append", default=[], metavar="NAME",  # as --set's
                        type=lambda name: f"data.mixture={name}",
                        help="read batches from a registered seqio task or mixture (see `plmjax tasks`); "
                             "same as --set data.mixture=NAME")

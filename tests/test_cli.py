@@ -6,7 +6,7 @@ import subprocess
 
 import pytest
 
-from plmjax.cli import main
+from plmjax.cli import build_parser, main
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 QUICK = ["--set", "train.num_steps=6", "--set", "train.log_every=2", "--set", "train.eval_steps=1",
@@ -18,6 +18,15 @@ def test_help_documents_every_verb():
     for verb in ("train", "eval", "decode"):
         assert verb in out
     assert "model.num_layers" in out
+
+
+def test_the_readme_train_command_parses_with_no_overrides_and_mixture_joins_set():
+    with open(os.path.join(ROOT, "README.md")) as f:
+        command = next(line for line in f if "plmjax train" in line).split("plmjax train", 1)[1].split()
+    args = build_parser().parse_args(["train", *command])
+    assert args.config == "configs/bert_tiny.py" and args.overrides == []
+    args = build_parser().parse_args(["train", *command, "--mixture", "c4_mlm", "--set", "train.num_steps=5"])
+    assert args.overrides == ["data.mixture=c4_mlm", "train.num_steps=5"]
 
 
 @pytest.mark.parametrize("preset", ["t5_tiny", "gpt_tiny"])

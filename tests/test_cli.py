@@ -2,6 +2,8 @@
 
 import json
 import os
+import re
+import shlex
 import subprocess
 
 import pytest
@@ -20,12 +22,32 @@ def test_help_documents_every_verb():
     assert "model.num_layers" in out
 
 
-def test_the_readme_train_command_parses_with_no_overrides_and_mixture_joins_set():
+def readme_commands() -> list[str]:
+    """The `plmjax` commands in the README's code blocks, without comments, optional [...] parts and placeholders."""
     with open(os.path.join(ROOT, "README.md")) as f:
-        command = next(line for line in f if "plmjax train" in line).split("plmjax train", 1)[1].split()
-    args = build_parser().parse_args(["train", *command])
+        blocks = f.read().split("```")[1::2]
+    commands = []
+    for line in "\n".join(blocks).replace("\\\n", " ").splitlines():
+        found = re.search(r"(?:^|&& |^[A-Z_]+=\S+ )plmjax (.+)$", line)
+        if found:
+            command = re.sub(r"\[[^\]]*\]", "", re.sub(r"\s+#.*$", "", found.group(1)))
+            if "|" not in command and "..." not in command and command.strip() != "--help":
+                commands.append(command)
+    return commands
+
+
+def test_every_plmjax_command_in_the_readme_parses():
+    commands = readme_commands()
+    assert len(commands) > 15
+    for command in commands:
+        build_parser().parse_args(shlex.split(command))  # argparse exits on an unknown verb or option
+
+
+def test_the_readme_train_command_parses_with_no_overrides_and_mixture_joins_set():
+    first = shlex.split(readme_commands()[0])  # the README's first line: train bert_tiny on the defaults
+    args = build_parser().parse_args(first)
     assert args.config == "configs/bert_tiny.py" and args.overrides == []
-    args = build_parser().parse_args(["train", *command, "--mixture", "c4_mlm", "--set", "train.num_steps=5"])
+    args = build_parser().parse_args([*first, "--mixture", "c4_mlm", "--set", "train.num_steps=5"])
     assert args.overrides == ["data.mixture=c4_mlm", "train.num_steps=5"]
 
 

@@ -72,9 +72,10 @@ def test_jax_platforms_decides_whether_jax_runs_on_cpu(monkeypatch, platforms, o
     assert cpu_tuning.jax_runs_on_cpu() is on_cpu
 
 
-def test_nothing_is_tuned_when_opted_out_or_on_an_accelerator(monkeypatch):
+@pytest.mark.parametrize("off", ["0", "false", "No", " OFF "])
+def test_nothing_is_tuned_when_opted_out_or_on_an_accelerator(monkeypatch, off):
     monkeypatch.setenv("JAX_PLATFORMS", "cpu")
-    monkeypatch.setenv(cpu_tuning.OPT_OUT, "0")
+    monkeypatch.setenv(cpu_tuning.OPT_OUT, off)
     assert cpu_tuning.tune_cpu_process() == []
     monkeypatch.setenv(cpu_tuning.OPT_OUT, "1")
     monkeypatch.setenv("JAX_PLATFORMS", "tpu")

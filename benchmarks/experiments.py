@@ -43,6 +43,7 @@ VARIANTS = {  # name -> (config overrides, build context, mode)
     "ffn_dropout": (("model.ffn_dropout=true",), contextlib.nullcontext, "train"),
     "rbg_prng": ((), lambda: prng_impl("unsafe_rbg"), "train"),
     "no_layer_grad_barrier": (("model.materialize_layer_grads=false",), contextlib.nullcontext, "train"),
+    "plain_kernel_grads": (("model.kernel_grads_in_layout=false",), contextlib.nullcontext, "train"),
     "scan_layers": (("model.scan_layers=true",), contextlib.nullcontext, "train"),
     "remat_minimal": (("model.remat=minimal",), contextlib.nullcontext, "train"),
     "bfloat16": (("model.dtype=bfloat16",), contextlib.nullcontext, "train"),

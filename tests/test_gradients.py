@@ -1,4 +1,8 @@
-"""materialize_gradient: the same gradients, and a backward pass whose fused kernels do not grow with depth."""
+"""Gradient-structure helpers: the same gradients as plain autodiff, in the shapes XLA:CPU runs fast.
+
+materialize_gradient: a backward pass whose fused kernels do not grow with depth. contract_last: kernel
+gradients computed in the kernel's own layout.
+"""
 
 import dataclasses
 import re
@@ -6,17 +10,20 @@ import re
 import jax
 import jax.numpy as jnp
 import numpy as np
+import flax.linen as nn
 import pytest
 
-from plmjax.config import gpt
+from plmjax.config import gpt, t5
 from plmjax.layers.block import TransformerStack
+from plmjax.layers.linear import _contract, contract_last
+from plmjax.models.pretraining import make_task
 
 FUSED_COMPUTATION = re.compile(r"^%?(fused_computation[\w.\-]*) .*\{$")
 
 
-def _stack_and_loss(num_layers: int, materialize: bool):
+def _stack_and_loss(num_layers: int, materialize: bool, kernel_grads_in_layout: bool = True):
     cfg = gpt(hidden_size=32, num_layers=num_layers, num_heads=2, mlp_dim=64, dropout_rate=0.0,
-              attention_dropout_rate=0.0).model
+              attention_dropout_rate=0.0, kernel_grads_in_layout=kernel_grads_in_layout).model
     stack = TransformerStack(dataclasses.replace(cfg, materialize_layer_grads=materialize), num_layers, causal=True)
     x = jax.random.normal(jax.random.key(0), (2, 16, 32))
     params = stack.init(jax.random.key(1), x)
@@ -61,10 +68,56 @@ def test_pre_norm_backward_kernels_grow_with_depth_only_without_materialized_gra
         assert deep > shallow + 50, (shallow, deep)
 
 
-def test_forward_mode_differentiation_still_works():
-    loss, params, x = _stack_and_loss(2, materialize=True)
-    plain_loss, _, _ = _stack_and_loss(2, materialize=False)
+def test_forward_mode_differentiation_still_works():  # with plain autodiff for the projections' kernels
+    loss, params, x = _stack_and_loss(2, materialize=True, kernel_grads_in_layout=False)
+    plain_loss, _, _ = _stack_and_loss(2, materialize=False, kernel_grads_in_layout=False)
     direction = jax.random.normal(jax.random.key(2), x.shape)
     _, tangent = jax.jvp(lambda x: loss(params, x), (x,), (direction,))
     _, plain = jax.jvp(lambda x: plain_loss(params, x), (x,), (direction,))
     np.testing.assert_array_equal(tangent, plain)
+
+
+PROJECTIONS = {"embed->heads,kv": ((2, 5, 6), (6, 3, 4), 1), "heads,kv->embed": ((2, 5, 3, 4), (3, 4, 6), 2)}
+
+
+@pytest.mark.parametrize("x_shape,kernel_shape,n_in", PROJECTIONS.values(), ids=PROJECTIONS)
+def test_kernel_gradients_in_layout_equal_autodiff_per_example_and_second_order(x_shape, kernel_shape, n_in):
+    x, kernel = jax.random.normal(jax.random.key(0), x_shape), jax.random.normal(jax.random.key(1), kernel_shape)
+    ours, plain = (lambda x, k, f=f: jnp.sum(jnp.sin(f(x, k, n_in))) for f in (contract_last, _contract))
+    check = lambda a, b: jax.tree.map(lambda u, v: np.testing.assert_allclose(u, v, rtol=1e-5, atol=1e-6), a, b)  # noqa: E731
+    check(jax.jit(jax.grad(ours, (0, 1)))(x, kernel), jax.grad(plain, (0, 1))(x, kernel))
+    per_example = lambda f: jax.vmap(jax.grad(lambda x, k: f(x[None], k), 1), (0, None))(x, kernel)  # noqa: E731
+    check(per_example(ours), per_example(plain))
+    penalty = lambda f: jax.grad(lambda k: jnp.sum(jax.grad(f, 0)(x, k) ** 2))(kernel)  # noqa: E731
+    check(penalty(ours), penalty(plain))
+
+
+def _kernel_gradient_dot_shapes(contract) -> set[str]:
+    x, kernel = jnp.ones((8, 16, 24)), jnp.ones((24, 4, 8))  # in 24, out 4 x 8 = 32
+    text = jax.jit(jax.grad(lambda k: jnp.sum(jnp.sin(contract(x, k, 1))))).lower(kernel).compile().as_text()
+    return set(re.findall(r"= f32\[(\d+,\d+)\]\{1,0\} dot\(", text))
+
+
+def test_kernel_gradient_is_one_dot_written_in_the_kernel_layout():
+    assert {"24,32"} <= _kernel_gradient_dot_shapes(contract_last) and "32,24" not in _kernel_gradient_dot_shapes(
+        contract_last)
+    # JAX's own rule puts the cotangent first: an [out, in] product that XLA must then transpose
+    assert "32,24" in _kernel_gradient_dot_shapes(_contract)
+
+
+@pytest.mark.parametrize("variant", [{}, {"scan_layers": True}, {"remat": "full"}], ids=["unrolled", "scan", "remat"])
+def test_t5_train_gradients_with_kernels_in_layout_equal_plain_autodiff(variant):
+    """Dropout (also inside the FFN), tied embeddings, cross attention: every projection kind of a train step."""
+    small = dict(vocab_size=96, hidden_size=32, num_layers=2, num_heads=4, head_dim=8, mlp_dim=64, max_length=32,
+                 dropout_rate=0.1, **variant)
+    rng = np.random.default_rng(0)
+    batch = {"encoder_input_ids": rng.integers(1, 96, (2, 16)).astype(np.int32),
+             "decoder_input_ids": rng.integers(1, 96, (2, 6)).astype(np.int32),
+             "decoder_target_ids": rng.integers(1, 96, (2, 6)).astype(np.int32),
+             "decoder_weights": np.ones((2, 6), np.float32)}
+    tasks = [make_task(t5(**small, kernel_grads_in_layout=flag)) for flag in (True, False)]
+    params = nn.meta.unbox(jax.jit(tasks[0].init)(jax.random.key(0), batch)["params"])
+    grads = [jax.jit(jax.grad(lambda p, task=task: task.loss(p, batch, jax.random.key(1), train=True)[0]))(params)
+             for task in tasks]
+    jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-7), *grads)
+    assert all(float(jnp.abs(leaf).max()) > 0 for leaf in jax.tree.leaves(grads[0]))

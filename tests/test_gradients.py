@@ -5,18 +5,20 @@ gradients computed in the kernel's own layout.
 """
 
 import dataclasses
+import functools
 import re
 
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
-import flax.linen as nn
 import pytest
 
 from plmjax.config import gpt, t5
 from plmjax.layers.block import TransformerStack
-from plmjax.layers.linear import _contract, contract_last
+from plmjax.layers.linear import contract_last, contract_last_plain
 from plmjax.models.pretraining import make_task
+from test_sharding import SMALL, seq2seq_batch
 
 FUSED_COMPUTATION = re.compile(r"^%?(fused_computation[\w.\-]*) .*\{$")
 
@@ -83,13 +85,17 @@ PROJECTIONS = {"embed->heads,kv": ((2, 5, 6), (6, 3, 4), 1), "heads,kv->embed": 
 @pytest.mark.parametrize("x_shape,kernel_shape,n_in", PROJECTIONS.values(), ids=PROJECTIONS)
 def test_kernel_gradients_in_layout_equal_autodiff_per_example_and_second_order(x_shape, kernel_shape, n_in):
     x, kernel = jax.random.normal(jax.random.key(0), x_shape), jax.random.normal(jax.random.key(1), kernel_shape)
-    ours, plain = (lambda x, k, f=f: jnp.sum(jnp.sin(f(x, k, n_in))) for f in (contract_last, _contract))
-    check = lambda a, b: jax.tree.map(lambda u, v: np.testing.assert_allclose(u, v, rtol=1e-5, atol=1e-6), a, b)  # noqa: E731
-    check(jax.jit(jax.grad(ours, (0, 1)))(x, kernel), jax.grad(plain, (0, 1))(x, kernel))
-    per_example = lambda f: jax.vmap(jax.grad(lambda x, k: f(x[None], k), 1), (0, None))(x, kernel)  # noqa: E731
-    check(per_example(ours), per_example(plain))
-    penalty = lambda f: jax.grad(lambda k: jnp.sum(jax.grad(f, 0)(x, k) ** 2))(kernel)  # noqa: E731
-    check(penalty(ours), penalty(plain))
+
+    def loss(contract):
+        return lambda x, k: jnp.sum(jnp.sin(contract(x, k, n_in)))
+
+    def check(derivative):
+        jax.tree.map(functools.partial(np.testing.assert_allclose, rtol=1e-5, atol=1e-6),
+                     derivative(loss(contract_last)), derivative(loss(contract_last_plain)))
+
+    check(lambda f: jax.jit(jax.grad(f, (0, 1)))(x, kernel))
+    check(lambda f: jax.vmap(jax.grad(lambda x, k: f(x[None], k), 1), (0, None))(x, kernel))  # per example
+    check(lambda f: jax.grad(lambda k: jnp.sum(jax.grad(f, 0)(x, k) ** 2))(kernel))  # a gradient penalty
 
 
 def _kernel_gradient_dot_shapes(contract) -> set[str]:
@@ -99,23 +105,17 @@ def _kernel_gradient_dot_shapes(contract) -> set[str]:
 
 
 def test_kernel_gradient_is_one_dot_written_in_the_kernel_layout():
-    assert {"24,32"} <= _kernel_gradient_dot_shapes(contract_last) and "32,24" not in _kernel_gradient_dot_shapes(
-        contract_last)
+    shapes = _kernel_gradient_dot_shapes(contract_last)
+    assert "24,32" in shapes and "32,24" not in shapes, shapes
     # JAX's own rule puts the cotangent first: an [out, in] product that XLA must then transpose
-    assert "32,24" in _kernel_gradient_dot_shapes(_contract)
+    assert "32,24" in _kernel_gradient_dot_shapes(contract_last_plain)
 
 
 @pytest.mark.parametrize("variant", [{}, {"scan_layers": True}, {"remat": "full"}], ids=["unrolled", "scan", "remat"])
 def test_t5_train_gradients_with_kernels_in_layout_equal_plain_autodiff(variant):
     """Dropout (also inside the FFN), tied embeddings, cross attention: every projection kind of a train step."""
-    small = dict(vocab_size=96, hidden_size=32, num_layers=2, num_heads=4, head_dim=8, mlp_dim=64, max_length=32,
-                 dropout_rate=0.1, **variant)
-    rng = np.random.default_rng(0)
-    batch = {"encoder_input_ids": rng.integers(1, 96, (2, 16)).astype(np.int32),
-             "decoder_input_ids": rng.integers(1, 96, (2, 6)).astype(np.int32),
-             "decoder_target_ids": rng.integers(1, 96, (2, 6)).astype(np.int32),
-             "decoder_weights": np.ones((2, 6), np.float32)}
-    tasks = [make_task(t5(**small, kernel_grads_in_layout=flag)) for flag in (True, False)]
+    batch, model = seq2seq_batch(np.random.default_rng(0)), dict(SMALL, dropout_rate=0.1, **variant)
+    tasks = [make_task(t5(**model, kernel_grads_in_layout=flag)) for flag in (True, False)]
     params = nn.meta.unbox(jax.jit(tasks[0].init)(jax.random.key(0), batch)["params"])
     grads = [jax.jit(jax.grad(lambda p, task=task: task.loss(p, batch, jax.random.key(1), train=True)[0]))(params)
              for task in tasks]

@@ -13,7 +13,8 @@ from plmjax.config import ModelConfig
 from plmjax.layers import initializers
 
 
-def _contract(x, kernel, n_in: int):
+def contract_last_plain(x, kernel, n_in: int):
+    """x's last `n_in` dims contracted with kernel's first, differentiated by JAX's own rules (forward mode too)."""
     return jnp.tensordot(x, kernel, axes=(tuple(range(x.ndim - n_in, x.ndim)), tuple(range(n_in))))
 
 
@@ -27,11 +28,11 @@ def contract_last(x, kernel, n_in: int):
     Here the kernel gradient contracts x with the cotangent directly: one transposed input, shared by q, k
     and v. jax.vmap and reverse-over-reverse work; forward mode (jvp) needs `model.kernel_grads_in_layout=false`.
     """
-    return _contract(x, kernel, n_in)
+    return contract_last_plain(x, kernel, n_in)
 
 
 def _contract_last_fwd(x, kernel, n_in):
-    return _contract(x, kernel, n_in), (x, kernel)
+    return contract_last_plain(x, kernel, n_in), (x, kernel)
 
 
 def _contract_last_bwd(n_in, residuals, dy):
@@ -69,7 +70,7 @@ class Projection(nn.Module):
             "kernel", nn.with_logical_partitioning(init, self.in_axes + self.out_axes), kernel_shape
         )
         dtype = initializers.compute_dtype(self.cfg)
-        contract = contract_last if self.cfg.kernel_grads_in_layout else _contract
+        contract = contract_last if self.cfg.kernel_grads_in_layout else contract_last_plain
         y = contract(x.astype(dtype), kernel.astype(dtype), n_in)
         if self.cfg.use_bias:
             bias = self.param(

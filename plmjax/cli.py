@@ -327,7 +327,10 @@ COMMANDS = {"train": cmd_train, "eval": cmd_eval, "decode": cmd_decode, "convert
 
 
 def main(argv: list[str] | None = None) -> int:
-    tune_cpu_process()  # before JAX starts: see plmjax/cpu_tuning.py
+    try:
+        tune_cpu_process()  # before JAX starts: see plmjax/cpu_tuning.py
+    except ValueError as error:  # a PLMJAX_CPU_TUNING that is neither yes nor no
+        raise SystemExit(f"plmjax: error: {error}") from None
     args = build_parser().parse_args(argv)
     try:
         return COMMANDS[args.verb](args) or 0  # a verb may return a non-zero exit status (compile: does not fit)

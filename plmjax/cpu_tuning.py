@@ -18,7 +18,7 @@ import os
 import platform
 
 OPT_OUT = "PLMJAX_CPU_TUNING"  # set to 0 (or false, no, off) to leave the process as it is
-OFF = ("0", "false", "no", "off")
+OFF, ON = ("0", "false", "no", "off"), ("1", "true", "yes", "on", "")
 ACCELERATOR_PLUGINS = ("libtpu", "jax_cuda12_plugin", "jax_cuda13_plugin", "jax_rocm7_plugin")
 M_TRIM_THRESHOLD, M_MMAP_MAX, M_ARENA_MAX = -1, -4, -8  # mallopt parameters from glibc's <malloc.h>
 VECTOR_WIDTH_FLAG = "--xla_cpu_prefer_vector_width"
@@ -61,11 +61,20 @@ def prefer_512_bit_vectors(cpuinfo: str | None = None) -> bool:
     return True
 
 
+def tuning_wanted() -> bool:
+    """Whether PLMJAX_CPU_TUNING (unset: yes) allows tuning; a value that is neither yes nor no is an error."""
+    value = os.environ.get(OPT_OUT, "1").strip().lower()
+    if value not in OFF + ON:
+        raise ValueError(f"{OPT_OUT}={os.environ[OPT_OUT]!r}: expected one of {', '.join(OFF)} (leave the process "
+                         f"as it is) or {', '.join(ON[:-1])}")
+    return value not in OFF
+
+
 def tune_cpu_process() -> list[str]:
     """Apply the settings above that fit this machine when JAX will run on the CPU; the names of those applied.
 
     Call it before JAX's first computation. Nothing is applied with PLMJAX_CPU_TUNING=0 (or false, no, off).
     """
-    if os.environ.get(OPT_OUT, "1").strip().lower() in OFF or not jax_runs_on_cpu():
+    if not tuning_wanted() or not jax_runs_on_cpu():
         return []
     return [step.__name__ for step in (keep_freed_host_memory, prefer_512_bit_vectors) if step()]

@@ -82,6 +82,21 @@ def test_nothing_is_tuned_when_opted_out_or_on_an_accelerator(monkeypatch, off):
     assert cpu_tuning.tune_cpu_process() == []
 
 
+@pytest.mark.parametrize("on", ["1", "true", "Yes", "", " on "])
+def test_yes_words_and_an_empty_value_leave_the_tuning_on(monkeypatch, on):
+    monkeypatch.setenv(cpu_tuning.OPT_OUT, on)
+    assert cpu_tuning.tuning_wanted() is True
+
+
+def test_a_misspelt_opt_out_is_an_error_naming_the_variable_and_its_words(monkeypatch):
+    monkeypatch.setenv(cpu_tuning.OPT_OUT, "disable")
+    with pytest.raises(ValueError, match=r"PLMJAX_CPU_TUNING='disable': expected one of 0, false, no, off .* or 1, "):
+        cpu_tuning.tune_cpu_process()
+    from plmjax.cli import main
+    with pytest.raises(SystemExit, match=r"^plmjax: error: PLMJAX_CPU_TUNING='disable'"):  # no traceback
+        main(["tasks"])
+
+
 def test_the_plmjax_command_tunes_the_process_before_anything_else(monkeypatch):
     calls = []
     monkeypatch.setattr("plmjax.cli.tune_cpu_process", lambda: calls.append("tuned"))

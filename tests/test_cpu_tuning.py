@@ -11,18 +11,19 @@ from plmjax import cpu_tuning
 PAGES_PER_BUFFER = 64 * 2**20 // 4096  # one 64 MiB float32 array of 4096 x 4096
 
 FAULTS_PER_STEP = """
-import resource, sys
+import resource, statistics, sys
 from plmjax.cpu_tuning import keep_freed_host_memory
 print(keep_freed_host_memory() if sys.argv[1] == "tuned" else False)
 import jax, jax.numpy as jnp
 step = jax.jit(lambda x: (jnp.cumsum(x, axis=0) * 2).sum(0))  # a 64 MiB temporary per call
 x = jnp.ones((4096, 4096))
 faults = []
-for _ in range(8):
+for _ in range(32):
     before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
     step(x).block_until_ready()
     faults.append(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)
-print(min(faults))  # the heap may still grow in some early calls; the fewest is what a step costs once it settles
+# The tuned heap still grows now and then, when a small allocation splits a freed block; a typical step reuses.
+print(statistics.median(faults[1:]))
 """
 
 AMD_AVX512 = "vendor_id\t: AuthenticAMD\nflags\t\t: fpu sse2 avx2 fma avx512f avx512bw avx512_bf16\n"

@@ -111,7 +111,7 @@ def test_kernel_gradient_is_one_dot_written_in_the_kernel_layout():
     assert "32,24" in _kernel_gradient_dot_shapes(contract_last_plain)
 
 
-@pytest.mark.parametrize("variant", [{}, {"scan_layers": True}, {"remat": "full"}], ids=["unrolled", "scan", "remat"])
+@pytest.mark.parametrize("variant", [{}, {"scan_layers": True, "remat": "full"}], ids=["unrolled", "scanned_remat"])
 def test_t5_train_gradients_with_kernels_in_layout_equal_plain_autodiff(variant):
     """Dropout (also inside the FFN), tied embeddings, cross attention: every projection kind of a train step."""
     batch, model = seq2seq_batch(np.random.default_rng(0)), dict(SMALL, dropout_rate=0.1, **variant)

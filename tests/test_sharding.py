@@ -1,5 +1,7 @@
 """Sharded training equals one device, and parameters are split the way the rules table says."""
 
+import functools
+
 import jax
 import numpy as np
 import pytest
@@ -68,17 +70,27 @@ def assert_trees_close(actual, expected, rtol):
         assert error <= rtol, f"{jax.tree_util.keystr(path)}: relative error {error:.2e}"
 
 
-@pytest.mark.parametrize("family", sorted(FAMILIES))
-@pytest.mark.parametrize("data,model", [(8, 1), (4, 2), (2, 4)])
-def test_sharded_equals_single_device(family, data, model):
+def small_config_and_batch(family: str):
+    """The family's SMALL model set to train 10 steps, and its batch."""
     make_config, make_batch = FAMILIES[family]
     config = make_config(**SMALL)
     config.train.num_steps = 10
-    batch = make_batch(np.random.default_rng(0))
+    return config, make_batch(np.random.default_rng(0))
+
+
+@functools.cache
+def single_device_result(family: str):
+    """loss_grads_and_step of the family's SMALL model on one device, computed once for all mesh shapes."""
     single = partitioning.make_mesh(MeshConfig(data=1, model=1), jax.devices()[:1])
+    return loss_grads_and_step(*small_config_and_batch(family), single)
+
+
+@pytest.mark.parametrize("family", sorted(FAMILIES))
+@pytest.mark.parametrize("data,model", [(8, 1), (4, 2), (2, 4)])
+def test_sharded_equals_single_device(family, data, model):
     sharded = partitioning.make_mesh(MeshConfig(data=data, model=model))
-    loss_1, grads_1, params_1, _ = loss_grads_and_step(config, batch, single)
-    loss_n, grads_n, params_n, state_n = loss_grads_and_step(config, batch, sharded)
+    loss_1, grads_1, params_1, _ = single_device_result(family)
+    loss_n, grads_n, params_n, state_n = loss_grads_and_step(*small_config_and_batch(family), sharded)
     np.testing.assert_allclose(loss_n, loss_1, rtol=1e-5)
     assert_trees_close(grads_n, grads_1, rtol=1e-5)
     assert_trees_close(params_n, params_1, rtol=1e-5)

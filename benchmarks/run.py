@@ -2,8 +2,9 @@
 
     python benchmarks/run.py [--quick] [--json OUT.json] [--markdown OUT.md] [--models bert_base,t5_small]
 
-Both frameworks run in this one process with the same thread count and are timed in turns, so machine
-load hits them alike: the ratio is the figure to read. Prints Markdown tables; --json writes the records.
+Both frameworks run in one process (a fresh one per model and shape) with the same thread count and are
+timed in turns, so machine load hits them alike: the ratio is the figure to read. Prints Markdown tables;
+--json writes the records.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ import report
 import torch
 import workloads
 from peak import matmul_peak, torch_matmul_peak
-from side_by_side import BUILDERS, MODES, compare
+from side_by_side import BUILDERS, MODES
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 BATCH, SEQ = 8, 128
@@ -35,12 +36,25 @@ PLANS = {  # quick: scaling for plmjax alone, fewer points; shapes shared with t
 MESH_MODEL, MESH = "t5_small", "data=2,model=4"
 
 
+def child_json(script: str, *args, xla_flags: str = ""):
+    """What `script` in this folder prints as JSON on its last line, run in a fresh process (its stderr shows)."""
+    env = dict(os.environ, XLA_FLAGS=f"{os.environ.get('XLA_FLAGS', '')} {xla_flags}".strip())
+    out = subprocess.run([sys.executable, os.path.join(HERE, script), *map(str, args)], env=env, check=True,
+                         stdout=subprocess.PIPE, text=True)
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
 def mesh_record(repeats: int) -> dict:
     """The 8-device mesh record, from a child process that starts JAX with 8 fake CPU devices."""
-    env = dict(os.environ, XLA_FLAGS=f"{os.environ.get('XLA_FLAGS', '')} --xla_force_host_platform_device_count=8")
-    out = subprocess.run([sys.executable, os.path.join(HERE, "mesh.py"), MESH_MODEL, str(BATCH), str(SEQ),
-                          str(repeats), MESH], env=env, check=True, capture_output=True, text=True)
-    return json.loads(out.stdout.strip().splitlines()[-1])
+    return child_json("mesh.py", MESH_MODEL, BATCH, SEQ, repeats, MESH,
+                      xla_flags="--xla_force_host_platform_device_count=8")
+
+
+def compare_in_child(model: str, batch: int, seq_length: int, modes: tuple[str, ...], frameworks: tuple[str, ...],
+                     plan: dict) -> list[dict]:
+    """side_by_side.compare's records, measured in a fresh process so no earlier model's heap is in the way."""
+    return child_json("side_by_side.py", model, batch, seq_length, ",".join(modes), ",".join(frameworks),
+                      plan["repeats"], plan["steps"])
 
 
 def add_mfu(record: dict, peak_flops: float) -> None:
@@ -64,7 +78,7 @@ def run(models: list[str], plan: dict, log) -> tuple[list[dict], dict]:
         missing = tuple(mode for mode in modes if (model, mode, batch, seq_length) not in measured)
         if missing:  # a shape shared with the comparison or another sweep is measured once
             peaks.append(matmul_peak(repeats=3))  # the peak is re-measured as the load changes; the best is kept
-            for record in compare(model, batch, seq_length, missing, frameworks, plan["repeats"], plan["steps"]):
+            for record in compare_in_child(model, batch, seq_length, missing, frameworks, plan):
                 measured[(model, record["mode"], batch, seq_length)] = record
         for mode in modes:
             records.append(dict(measured[(model, mode, batch, seq_length)], bench=bench))

@@ -1,9 +1,20 @@
-"""One preset at one shape, measured in both frameworks in this process: a record per mode."""
+"""One preset at one shape, measured in both frameworks in one process: a record per mode.
+
+run.py runs each comparison in a child process of its own, since a step measured right after another
+model's steps in the same process re-faults its temporaries for several steps (GPT-2 small: 5.4-5.8 s
+a step after bert_base and t5_small, 4.6-4.9 s alone):
+    python benchmarks/side_by_side.py MODEL BATCH SEQ MODES FRAMEWORKS REPEATS STEPS
+(MODES and FRAMEWORKS comma-separated) prints the records as one JSON list.
+"""
 
 from __future__ import annotations
 
 import gc
+import json
+import os
+import sys
 
+import setup_process  # noqa: F401  (first: before JAX or PyTorch start threads)
 import plmjax_steps
 import torch
 import torch_steps
@@ -43,3 +54,10 @@ def compare(model: str, batch: int, seq_length: int, modes: tuple[str, ...], fra
     del built
     gc.collect()
     return records
+
+
+if __name__ == "__main__":
+    torch.set_num_threads(os.cpu_count())  # XLA's CPU client also uses one thread per core
+    model_name, batch_size, length, mode_list, framework_list, repeat_count, step_count = sys.argv[1:8]
+    print(json.dumps(compare(model_name, int(batch_size), int(length), tuple(mode_list.split(",")),
+                             tuple(framework_list.split(",")), int(repeat_count), int(step_count))))

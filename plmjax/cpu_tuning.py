@@ -20,7 +20,7 @@ import os
 import platform
 
 OPT_OUT = "PLMJAX_CPU_TUNING"  # set to 0 (or false, no, off) to leave the process as it is
-OFF, ON = ("0", "false", "no", "off"), ("1", "true", "yes", "on", "")
+OFF, ON = ("0", "false", "no", "off"), ("1", "true", "yes", "on")  # unset or empty: on
 ACCELERATOR_PLUGINS = ("libtpu", "jax_cuda12_plugin", "jax_cuda13_plugin", "jax_rocm7_plugin")
 M_TRIM_THRESHOLD, M_MMAP_MAX, M_ARENA_MAX = -1, -4, -8  # mallopt parameters from glibc's <malloc.h>
 VECTOR_WIDTH_FLAG = "--xla_cpu_prefer_vector_width"
@@ -65,10 +65,10 @@ def prefer_512_bit_vectors(cpuinfo: str | None = None) -> bool:
 
 def tuning_wanted() -> bool:
     """Whether PLMJAX_CPU_TUNING (unset: yes) allows tuning; a value that is neither yes nor no is an error."""
-    value = os.environ.get(OPT_OUT, "1").strip().lower()
+    value = os.environ.get(OPT_OUT, "").strip().lower() or "1"
     if value not in OFF + ON:
         raise ValueError(f"{OPT_OUT}={os.environ[OPT_OUT]!r}: expected one of {', '.join(OFF)} (leave the process "
-                         f"as it is) or {', '.join(ON[:-1])}")
+                         f"as it is) or {', '.join(ON)}")
     return value not in OFF
 
 

@@ -39,8 +39,10 @@ MESH_MODEL, MESH = "t5_small", "data=2,model=4"
 def child_json(script: str, *args, xla_flags: str = ""):
     """What `script` in this folder prints as JSON on its last line, run in a fresh process (its stderr shows)."""
     env = dict(os.environ, XLA_FLAGS=f"{os.environ.get('XLA_FLAGS', '')} {xla_flags}".strip())
-    out = subprocess.run([sys.executable, os.path.join(HERE, script), *map(str, args)], env=env, check=True,
-                         stdout=subprocess.PIPE, text=True)
+    command = [sys.executable, os.path.join(HERE, script), *map(str, args)]
+    out = subprocess.run(command, env=env, stdout=subprocess.PIPE, text=True)
+    if out.returncode:
+        raise SystemExit(f"{' '.join(command[1:])} failed (exit status {out.returncode}); its error is above")
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
@@ -107,6 +109,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--markdown", help="also write the tables here")
     parser.add_argument("--models", default=",".join(workloads.MODELS), help="comma-separated presets to compare")
     args = parser.parse_args(argv)
+    unknown = [model for model in args.models.split(",") if not (workloads.CONFIGS / f"{model}.py").is_file()]
+    if unknown:
+        presets = sorted(path.stem for path in workloads.CONFIGS.glob("*.py"))
+        parser.error(f"no preset {', '.join(unknown)} in configs/; there are: {', '.join(presets)}")
     log = lambda message: print(message, file=sys.stderr, flush=True)  # noqa: E731
     records, machine = run(args.models.split(","), PLANS["quick" if args.quick else "full"], log)
     tables = report.markdown(records, machine)

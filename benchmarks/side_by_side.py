@@ -9,10 +9,10 @@ a step after bert_base and t5_small, 4.6-4.9 s alone):
 
 from __future__ import annotations
 
+import argparse
 import gc
 import json
 import os
-import sys
 
 import setup_process  # noqa: F401  (first: before JAX or PyTorch start threads)
 import plmjax_steps
@@ -56,8 +56,20 @@ def compare(model: str, batch: int, seq_length: int, modes: tuple[str, ...], fra
     return records
 
 
-if __name__ == "__main__":
+def main(argv: list[str] | None = None) -> None:
+    words = lambda text: tuple(text.split(","))  # noqa: E731
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    for name, kind in (("model", str), ("batch", int), ("seq_length", int), ("modes", words), ("frameworks", words),
+                       ("repeats", int), ("steps", int)):
+        parser.add_argument(name, type=kind)
+    args = parser.parse_args(argv)
+    for name, chosen, known in (("mode", args.modes, MODES), ("framework", args.frameworks, tuple(BUILDERS))):
+        if not set(chosen) <= set(known):
+            parser.error(f"unknown {name} in {','.join(chosen)}; known: {', '.join(known)}")
     torch.set_num_threads(os.cpu_count())  # XLA's CPU client also uses one thread per core
-    model_name, batch_size, length, mode_list, framework_list, repeat_count, step_count = sys.argv[1:8]
-    print(json.dumps(compare(model_name, int(batch_size), int(length), tuple(mode_list.split(",")),
-                             tuple(framework_list.split(",")), int(repeat_count), int(step_count))))
+    print(json.dumps(compare(args.model, args.batch, args.seq_length, args.modes, args.frameworks, args.repeats,
+                             args.steps)))
+
+
+if __name__ == "__main__":
+    main()

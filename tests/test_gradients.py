@@ -1,7 +1,8 @@
 """Gradient-structure helpers: the same gradients as plain autodiff, in the shapes XLA:CPU runs fast.
 
 materialize_gradient: a backward pass whose fused kernels do not grow with depth. contract_last: kernel
-gradients computed in the kernel's own layout.
+gradients computed in the kernel's own layout. attend: a tied head's table gradient without a transposed
+copy of the logits' gradient.
 """
 
 import dataclasses
@@ -16,7 +17,7 @@ import pytest
 
 from plmjax.config import gpt, t5
 from plmjax.layers.block import TransformerStack
-from plmjax.layers.linear import contract_last, contract_last_plain
+from plmjax.layers.linear import attend, attend_plain, contract_last, contract_last_plain
 from plmjax.models.pretraining import make_task
 from test_sharding import SMALL, seq2seq_batch
 
@@ -82,33 +83,44 @@ def test_forward_mode_differentiation_still_works():  # with plain autodiff for 
 PROJECTIONS = {"embed->heads,kv": ((2, 5, 6), (6, 3, 4), 1), "heads,kv->embed": ((2, 5, 3, 4), (3, 4, 6), 2)}
 
 
-@pytest.mark.parametrize("x_shape,kernel_shape,n_in", PROJECTIONS.values(), ids=PROJECTIONS)
-def test_kernel_gradients_in_layout_equal_autodiff_per_example_and_second_order(x_shape, kernel_shape, n_in):
-    x, kernel = jax.random.normal(jax.random.key(0), x_shape), jax.random.normal(jax.random.key(1), kernel_shape)
-
-    def loss(contract):
-        return lambda x, k: jnp.sum(jnp.sin(contract(x, k, n_in)))
+def assert_same_derivatives(product, plain, x_shape, w_shape):
+    """Gradients, per-example gradients and a gradient penalty of sum(sin(product(x, w))) equal plain's."""
+    x, w = jax.random.normal(jax.random.key(0), x_shape), jax.random.normal(jax.random.key(1), w_shape)
 
     def check(derivative):
-        jax.tree.map(functools.partial(np.testing.assert_allclose, rtol=1e-5, atol=1e-6),
-                     derivative(loss(contract_last)), derivative(loss(contract_last_plain)))
+        loss = [lambda x, w, f=f: jnp.sum(jnp.sin(f(x, w))) for f in (product, plain)]
+        jax.tree.map(functools.partial(np.testing.assert_allclose, rtol=1e-5, atol=1e-6), *map(derivative, loss))
 
-    check(lambda f: jax.jit(jax.grad(f, (0, 1)))(x, kernel))
-    check(lambda f: jax.vmap(jax.grad(lambda x, k: f(x[None], k), 1), (0, None))(x, kernel))  # per example
-    check(lambda f: jax.grad(lambda k: jnp.sum(jax.grad(f, 0)(x, k) ** 2))(kernel))  # a gradient penalty
+    check(lambda f: jax.jit(jax.grad(f, (0, 1)))(x, w))
+    check(lambda f: jax.vmap(jax.grad(lambda x, w: f(x[None], w), 1), (0, None))(x, w))  # per example
+    check(lambda f: jax.grad(lambda w: jnp.sum(jax.grad(f, 0)(x, w) ** 2))(w))  # a gradient penalty
 
 
-def _kernel_gradient_dot_shapes(contract) -> set[str]:
+@pytest.mark.parametrize("x_shape,kernel_shape,n_in", PROJECTIONS.values(), ids=PROJECTIONS)
+def test_kernel_gradients_in_layout_equal_autodiff_per_example_and_second_order(x_shape, kernel_shape, n_in):
+    assert_same_derivatives(lambda x, k: contract_last(x, k, n_in), lambda x, k: contract_last_plain(x, k, n_in),
+                            x_shape, kernel_shape)
+
+
+def test_attend_gradients_equal_autodiff_and_the_table_gradient_reads_the_cotangent_in_place():
+    assert_same_derivatives(attend, attend_plain, (2, 5, 6), (7, 6))
+    x, table = jnp.ones((8, 16, 24)), jnp.ones((40, 24))  # a table of 40 rows
+    text = jax.jit(jax.grad(lambda t: jnp.sum(jnp.sin(attend(x, t))))).lower(table).compile().as_text()
+    assert re.search(r"= f32\[40,24\]\{1,0\} dot\(.*lhs_contracting_dims=\{0\}", text), text
+
+
+def _kernel_gradient_dots(contract) -> set[tuple[str, str]]:
+    """(shape, lhs contracting dims) of each 2-D dot in the compiled kernel gradient of a 3-D input."""
     x, kernel = jnp.ones((8, 16, 24)), jnp.ones((24, 4, 8))  # in 24, out 4 x 8 = 32
     text = jax.jit(jax.grad(lambda k: jnp.sum(jnp.sin(contract(x, k, 1))))).lower(kernel).compile().as_text()
-    return set(re.findall(r"= f32\[(\d+,\d+)\]\{1,0\} dot\(", text))
+    return set(re.findall(r"= f32\[(\d+,\d+)\]\{1,0\} dot\(.*lhs_contracting_dims=\{(\d+)\}", text))
 
 
-def test_kernel_gradient_is_one_dot_written_in_the_kernel_layout():
-    shapes = _kernel_gradient_dot_shapes(contract_last)
-    assert "24,32" in shapes and "32,24" not in shapes, shapes
+def test_kernel_gradient_is_one_dot_written_in_the_kernel_layout_reading_the_input_in_place():
+    # besides the forward [tokens, out] dot, one [in, out] dot contracting x's rows: no transposed copy of x
+    assert _kernel_gradient_dots(contract_last) == {("128,32", "1"), ("24,32", "0")}
     # JAX's own rule puts the cotangent first: an [out, in] product that XLA must then transpose
-    assert "32,24" in _kernel_gradient_dot_shapes(contract_last_plain)
+    assert "32,24" in {shape for shape, _ in _kernel_gradient_dots(contract_last_plain)}
 
 
 @pytest.mark.parametrize("variant", [{}, {"scan_layers": True, "remat": "full"}], ids=["unrolled", "scanned_remat"])

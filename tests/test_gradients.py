@@ -109,18 +109,25 @@ def test_attend_gradients_equal_autodiff_and_the_table_gradient_reads_the_cotang
     assert re.search(r"= f32\[40,24\]\{1,0\} dot\(.*lhs_contracting_dims=\{0\}", text), text
 
 
-def _kernel_gradient_dots(contract) -> set[tuple[str, str]]:
-    """(shape, lhs contracting dims) of each 2-D dot in the compiled kernel gradient of a 3-D input."""
-    x, kernel = jnp.ones((8, 16, 24)), jnp.ones((24, 4, 8))  # in 24, out 4 x 8 = 32
-    text = jax.jit(jax.grad(lambda k: jnp.sum(jnp.sin(contract(x, k, 1))))).lower(kernel).compile().as_text()
-    return set(re.findall(r"= f32\[(\d+,\d+)\]\{1,0\} dot\(.*lhs_contracting_dims=\{(\d+)\}", text))
+def _projection_gradient_hlo(contract) -> tuple[set[tuple[str, str, str]], bool]:
+    """The compiled gradients (input and kernel) of a projection from a 3-D input through a 3-D kernel:
+    (shape, lhs and rhs contracting dims) of each dot, and whether any operand is transposed or copied."""
+    x, kernel = jnp.ones((8, 16, 24)), jnp.ones((24, 4, 8))  # 128 tokens, in 24, out 4 x 8 = 32
+    loss = lambda x, k: jnp.sum(jnp.sin(contract(x, k, 1)))  # noqa: E731
+    text = jax.jit(jax.grad(loss, (0, 1))).lower(x, kernel).compile().as_text()
+    dots = set(re.findall(r"= f32\[(\d+,\d+)\]\{1,0\} dot\(.*lhs_contracting_dims=\{(\d+)\}, "
+                          r"rhs_contracting_dims=\{(\d+)\}", text))
+    return dots, bool(re.search(r" (copy|transpose)\(", text))
 
 
-def test_kernel_gradient_is_one_dot_written_in_the_kernel_layout_reading_the_input_in_place():
-    # besides the forward [tokens, out] dot, one [in, out] dot contracting x's rows: no transposed copy of x
-    assert _kernel_gradient_dots(contract_last) == {("128,32", "1"), ("24,32", "0")}
-    # JAX's own rule puts the cotangent first: an [out, in] product that XLA must then transpose
-    assert "32,24" in {shape for shape, _ in _kernel_gradient_dots(contract_last_plain)}
+def test_projection_gradients_are_dots_reading_their_operands_in_place_the_kernel_one_in_its_layout():
+    dots, moved = _projection_gradient_hlo(contract_last)
+    # forward [tokens, out]; input gradient [tokens, in] against the kernel's rows; kernel gradient [in, out]
+    # contracting x's rows: no operand transposed into memory
+    assert dots == {("128,32", "1", "0"), ("128,24", "1", "1"), ("24,32", "0", "0")} and not moved, dots
+    # JAX's own rule puts the cotangent first: an [out, in] product, and transposed copies
+    dots, moved = _projection_gradient_hlo(contract_last_plain)
+    assert "32,24" in {shape for shape, _, _ in dots} and moved
 
 
 @pytest.mark.parametrize("variant", [{}, {"scan_layers": True, "remat": "full"}], ids=["unrolled", "scanned_remat"])

@@ -26,8 +26,9 @@ def contract_last(x, kernel, n_in: int):
     JAX transposes dot_general with the cotangent as its left operand, so a kernel's gradient is computed as
     [out, in] and then transposed. On XLA:CPU that transposes every projection's output gradient and kernel
     gradient (and for T5 recomputes the FFN's dropout mask inside one of them): 8% of a t5_small train step.
-    Here the kernel gradient is `summed_outer(x, dy)`, [in, out] as the kernel is. jax.vmap and
-    reverse-over-reverse work; forward mode (jvp) needs `model.kernel_grads_in_layout=false`.
+    Here the kernel gradient is x contracted with dy over their batch axes, [in, out] as the kernel is, and
+    both gradients are `tensordot_as_matrices`. jax.vmap and reverse-over-reverse work; forward mode (jvp)
+    needs `model.kernel_grads_in_layout=false`.
     """
     return contract_last_plain(x, kernel, n_in)
 
@@ -39,31 +40,37 @@ def _contract_last_fwd(x, kernel, n_in):
 def _contract_last_bwd(n_in, residuals, dy):
     x, kernel = residuals
     n_batch = x.ndim - n_in
-    dx = jnp.tensordot(dy, kernel, axes=(tuple(range(n_batch, dy.ndim)), tuple(range(n_in, kernel.ndim))))
-    return dx, summed_outer(x, dy, n_batch)
+    batch = tuple(range(n_batch))
+    dx = tensordot_as_matrices(dy, kernel, tuple(range(n_batch, dy.ndim)), tuple(range(n_in, kernel.ndim)))
+    return dx, tensordot_as_matrices(x, dy, batch, batch)
 
 
 contract_last.defvjp(_contract_last_fwd, _contract_last_bwd)
 
 
-def summed_outer(a, b, n_batch: int):
-    """[*a's features, *b's features]: the outer product of a and b summed over their first `n_batch` dims.
+def tensordot_as_matrices(a, b, a_axes: tuple[int, ...], b_axes: tuple[int, ...]):
+    """`jnp.tensordot(a, b, (a_axes, b_axes))` for contracted axes that lead or trail each operand.
 
-    On the CPU both are flattened to [rows, features] and contracted over the rows: a contraction over
-    (batch, length) has XLA:CPU transpose an operand into memory first (recomputing in it any elementwise
-    producer, such as GELU), while the 2-D one runs as one matmul reading both in place (GPT-2 small's
-    train step: 4.74-4.88 to 4.51-4.56 s; bert_base 3.57 to 3.37, t5_small 1.35 to 1.28). Elsewhere the
-    dims are contracted as they are: for TPU the flattening costs memory (t5_xxl on v5p: 3 GB more a chip).
+    On the CPU as one 2-D matmul over the operands flattened to matrices, which XLA:CPU runs reading both
+    in place, a contracted row dim included: contracting (batch, length) or (heads, kv) as they are makes
+    it transpose an operand into memory first (recomputing in the copy any elementwise producer, such as
+    GELU). GPT-2 small's train step went from 4.74-4.88 s to 4.43-4.52 with the kernel and table gradients
+    as matrices and to 4.33-4.43 with the input gradients too; bert_base 3.57 to ~3.4, t5_small 1.35 to
+    ~1.28. Elsewhere the axes are contracted as they are: for TPU the flattening costs memory (t5_xxl on
+    v5p: 3 GB more a chip).
     """
-    batch = tuple(range(n_batch))
+    a_free = [n for axis, n in enumerate(a.shape) if axis not in a_axes]
+    b_free = [n for axis, n in enumerate(b.shape) if axis not in b_axes]
 
-    def rows_in_place(a, b):
-        rows = math.prod(a.shape[:n_batch])
-        product = jax.lax.dot_general(a.reshape(rows, -1), b.reshape(rows, -1), (((0,), (0,)), ((), ())))
-        return product.reshape(a.shape[n_batch:] + b.shape[n_batch:])
+    def matrices(a, b):
+        def flat(t, axes):  # (matrix, its contracted dim)
+            size = math.prod(t.shape[axis] for axis in axes)
+            return (t.reshape(size, -1), 0) if axes[0] == 0 else (t.reshape(-1, size), 1)
 
-    return jax.lax.platform_dependent(a, b, cpu=rows_in_place,
-                                      default=lambda a, b: jnp.tensordot(a, b, axes=(batch, batch)))
+        (a2, a_dim), (b2, b_dim) = flat(a, a_axes), flat(b, b_axes)
+        return jax.lax.dot_general(a2, b2, (((a_dim,), (b_dim,)), ((), ()))).reshape(*a_free, *b_free)
+
+    return jax.lax.platform_dependent(a, b, cpu=matrices, default=lambda a, b: jnp.tensordot(a, b, (a_axes, b_axes)))
 
 
 def attend_plain(x, table):
@@ -73,7 +80,7 @@ def attend_plain(x, table):
 
 @jax.custom_vjp
 def attend(x, table):
-    """`attend_plain` whose table gradient is `summed_outer` of the scores' cotangent and x.
+    """`attend_plain` whose table gradient is the scores' cotangent contracted with x over their batch axes.
 
     For a tied LM head the cotangent is the logits' gradient, [batch, length, vocab]: JAX's own rule
     transposes all of it into memory (200 MB for GPT-2 small at 8 x 128) before the matmul.
@@ -87,7 +94,8 @@ def _attend_fwd(x, table):
 
 def _attend_bwd(residuals, dy):
     x, table = residuals
-    return jnp.tensordot(dy, table, axes=1), summed_outer(dy, x, x.ndim - 1)
+    batch = tuple(range(x.ndim - 1))
+    return jnp.tensordot(dy, table, axes=1), tensordot_as_matrices(dy, x, batch, batch)
 
 
 attend.defvjp(_attend_fwd, _attend_bwd)

@@ -69,8 +69,8 @@ class ModelConfig:
     remat: str = "none"  # none | minimal | full
     scan_layers: bool = False
     materialize_layer_grads: bool = True  # store each layer's output gradient once: XLA:CPU speed (layers.gradients)
-    # Projections' kernel gradients in the kernel's layout: XLA:CPU speed (layers.linear). False: plain autodiff,
-    # for forward-mode differentiation (jax.jvp, Hessian-vector products).
+    # Projections' and tied heads' gradients as matrix products read in place, kernel gradients in the kernel's
+    # layout: XLA:CPU speed (layers.linear). False: plain autodiff, for forward mode (jax.jvp, Hessian-vector products).
     kernel_grads_in_layout: bool = True
     dtype: str = "float32"  # compute dtype; parameters stay float32
     init: str = "normal"  # normal: N(0, initializer_range); fan_in: T5's variance scaling

@@ -102,6 +102,13 @@ def test_kernel_gradients_in_layout_equal_autodiff_per_example_and_second_order(
                             x_shape, kernel_shape)
 
 
+def test_projection_of_an_unbatched_input_has_the_same_gradients():  # no rows to flatten
+    x, kernel = jnp.arange(6.0), jnp.arange(24.0).reshape(6, 4) / 24
+    grads = [jax.grad(lambda x, k, f=f: jnp.sum(jnp.sin(f(x, k, 1))), (0, 1))(x, kernel)
+             for f in (contract_last, contract_last_plain)]
+    jax.tree.map(functools.partial(np.testing.assert_allclose, rtol=1e-6), *grads)
+
+
 def test_attend_gradients_equal_autodiff_and_the_table_gradient_reads_the_cotangent_in_place():
     assert_same_derivatives(attend, attend_plain, (2, 5, 6), (7, 6))
     x, table = jnp.ones((8, 16, 24)), jnp.ones((40, 24))  # a table of 40 rows

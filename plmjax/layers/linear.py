@@ -49,7 +49,7 @@ contract_last.defvjp(_contract_last_fwd, _contract_last_bwd)
 
 
 def tensordot_as_matrices(a, b, a_axes: tuple[int, ...], b_axes: tuple[int, ...]):
-    """`jnp.tensordot(a, b, (a_axes, b_axes))` for contracted axes that lead or trail each operand.
+    """`jnp.tensordot(a, b, (a_axes, b_axes))`; as matrices when the contracted axes lead or trail each operand.
 
     On the CPU as one 2-D matmul over the operands flattened to matrices, which XLA:CPU runs reading both
     in place, a contracted row dim included: contracting (batch, length) or (heads, kv) as they are makes
@@ -59,18 +59,30 @@ def tensordot_as_matrices(a, b, a_axes: tuple[int, ...], b_axes: tuple[int, ...]
     ~1.28. Elsewhere the axes are contracted as they are: for TPU the flattening costs memory (t5_xxl on
     v5p: 3 GB more a chip).
     """
-    a_free = [n for axis, n in enumerate(a.shape) if axis not in a_axes]
-    b_free = [n for axis, n in enumerate(b.shape) if axis not in b_axes]
+
+    def as_they_are(a, b):
+        return jnp.tensordot(a, b, (a_axes, b_axes))
+
+    def matrix_dim(t, axes):  # 0 if the contracted axes lead t, 1 if they trail it, None otherwise
+        if axes and tuple(axes) == tuple(range(len(axes))):
+            return 0
+        return 1 if axes and tuple(axes) == tuple(range(t.ndim - len(axes), t.ndim)) else None
+
+    a_dim, b_dim = matrix_dim(a, a_axes), matrix_dim(b, b_axes)
+    if a_dim is None or b_dim is None:  # e.g. an unbatched input: nothing to flatten
+        return as_they_are(a, b)
+    free = [n for axis, n in enumerate(a.shape) if axis not in a_axes]
+    free += [n for axis, n in enumerate(b.shape) if axis not in b_axes]
 
     def matrices(a, b):
-        def flat(t, axes):  # (matrix, its contracted dim)
+        def flat(t, axes, dim):
             size = math.prod(t.shape[axis] for axis in axes)
-            return (t.reshape(size, -1), 0) if axes[0] == 0 else (t.reshape(-1, size), 1)
+            return t.reshape(size, -1) if dim == 0 else t.reshape(-1, size)
 
-        (a2, a_dim), (b2, b_dim) = flat(a, a_axes), flat(b, b_axes)
-        return jax.lax.dot_general(a2, b2, (((a_dim,), (b_dim,)), ((), ()))).reshape(*a_free, *b_free)
+        product = (flat(a, a_axes, a_dim), flat(b, b_axes, b_dim))
+        return jax.lax.dot_general(*product, (((a_dim,), (b_dim,)), ((), ()))).reshape(free)
 
-    return jax.lax.platform_dependent(a, b, cpu=matrices, default=lambda a, b: jnp.tensordot(a, b, (a_axes, b_axes)))
+    return jax.lax.platform_dependent(a, b, cpu=matrices, default=as_they_are)
 
 
 def attend_plain(x, table):

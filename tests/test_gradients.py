@@ -109,31 +109,33 @@ def test_projection_of_an_unbatched_input_has_the_same_gradients():  # no rows t
     jax.tree.map(functools.partial(np.testing.assert_allclose, rtol=1e-6), *grads)
 
 
-def test_attend_gradients_equal_autodiff_and_the_table_gradient_reads_the_cotangent_in_place():
-    assert_same_derivatives(attend, attend_plain, (2, 5, 6), (7, 6))
-    x, table = jnp.ones((8, 16, 24)), jnp.ones((40, 24))  # a table of 40 rows
-    text = jax.jit(jax.grad(lambda t: jnp.sum(jnp.sin(attend(x, t))))).lower(table).compile().as_text()
-    assert re.search(r"= f32\[40,24\]\{1,0\} dot\(.*lhs_contracting_dims=\{0\}", text), text
-
-
-def _projection_gradient_hlo(contract) -> tuple[set[tuple[str, str, str]], bool]:
-    """The compiled gradients (input and kernel) of a projection from a 3-D input through a 3-D kernel:
-    (shape, lhs and rhs contracting dims) of each dot, and whether any operand is transposed or copied."""
-    x, kernel = jnp.ones((8, 16, 24)), jnp.ones((24, 4, 8))  # 128 tokens, in 24, out 4 x 8 = 32
-    loss = lambda x, k: jnp.sum(jnp.sin(contract(x, k, 1)))  # noqa: E731
-    text = jax.jit(jax.grad(loss, (0, 1))).lower(x, kernel).compile().as_text()
+def _compiled_gradient_dots(product, w_shape) -> tuple[set[tuple[str, str, str]], bool]:
+    """Both gradients of sum(sin(product(x, w))) for x of [8, 16, 24] (128 rows of 24), compiled: (shape, lhs
+    and rhs contracting dims) of each 2-D dot, and whether any operand is transposed or copied into memory."""
+    x, w = jnp.ones((8, 16, 24)), jnp.ones(w_shape)
+    text = jax.jit(jax.grad(lambda x, w: jnp.sum(jnp.sin(product(x, w))), (0, 1))).lower(x, w).compile().as_text()
     dots = set(re.findall(r"= f32\[(\d+,\d+)\]\{1,0\} dot\(.*lhs_contracting_dims=\{(\d+)\}, "
                           r"rhs_contracting_dims=\{(\d+)\}", text))
     return dots, bool(re.search(r" (copy|transpose)\(", text))
 
 
+def test_attend_gradients_equal_autodiff_and_the_table_gradient_reads_the_cotangent_in_place():
+    assert_same_derivatives(attend, attend_plain, (2, 5, 6), (7, 6))
+    dots, moved = _compiled_gradient_dots(attend, (40, 24))  # a table of 40 rows
+    # scores [tokens, rows]; input gradient [tokens, 24]; table gradient: the cotangent's rows against x's
+    assert dots == {("128,40", "1", "1"), ("128,24", "1", "0"), ("40,24", "0", "0")} and not moved, dots
+    dots, moved = _compiled_gradient_dots(attend_plain, (40, 24))
+    assert ("40,24", "0", "0") not in dots and moved, dots  # JAX's own rule transposes the cotangent first
+
+
 def test_projection_gradients_are_dots_reading_their_operands_in_place_the_kernel_one_in_its_layout():
-    dots, moved = _projection_gradient_hlo(contract_last)
+    project = functools.partial(contract_last, n_in=1)  # out 4 x 8 = 32
+    dots, moved = _compiled_gradient_dots(project, (24, 4, 8))
     # forward [tokens, out]; input gradient [tokens, in] against the kernel's rows; kernel gradient [in, out]
     # contracting x's rows: no operand transposed into memory
     assert dots == {("128,32", "1", "0"), ("128,24", "1", "1"), ("24,32", "0", "0")} and not moved, dots
     # JAX's own rule puts the cotangent first: an [out, in] product, and transposed copies
-    dots, moved = _projection_gradient_hlo(contract_last_plain)
+    dots, moved = _compiled_gradient_dots(functools.partial(contract_last_plain, n_in=1), (24, 4, 8))
     assert "32,24" in {shape for shape, _, _ in dots} and moved
 
 

@@ -31,7 +31,7 @@ def _sum_with_zeros(xs):
 
 
 def stored_once(*xs):
-    """xs, each computed once into memory by one reduction (a sum of its bits with zeros): its consumers read it."""
+    """xs, each computed once into memory by one reduction (its bits summed with zeros); consumers read it."""
     summed = _sum_with_zeros([_as_bits(x) for x in xs])
     return [lax.bitcast_convert_type(s, x.dtype) if s.dtype != x.dtype else s for s, x in zip(summed, xs)]
 

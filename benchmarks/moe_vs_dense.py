@@ -20,7 +20,8 @@ import numpy as np
 
 from plmjax import partitioning
 from plmjax.config import MeshConfig, load_config
-from plmjax.models.pretraining import make_task
+from plmjax.layers import runtime
+from plmjax.models.task import make_model_task
 from plmjax.training import state as state_lib
 from plmjax.training.optimizer import make_optimizer
 from plmjax.training.trainer import make_train_step
@@ -46,7 +47,7 @@ class Run:
     def __init__(self, config, batch):
         self.config, self.batch = config, batch
         self.mesh = partitioning.make_mesh(MeshConfig(data=1), jax.devices()[:1])
-        task = make_task(config)
+        task = make_model_task(config)
         optimizer = make_optimizer(config.optimizer, config.train.num_steps)
         _, shardings = state_lib.state_shardings(task, optimizer, self.mesh, batch)
         self.state = state_lib.init_state(task, optimizer, batch, shardings, seed=0)
@@ -59,7 +60,7 @@ class Run:
         self.flops_per_token = matmul_flops_per_token(config, self.state.params)
 
     def tokens_per_s(self, steps: int) -> float:
-        with jax.set_mesh(self.mesh), partitioning.axis_rules():
+        with jax.set_mesh(self.mesh), partitioning.axis_rules(), runtime.use(self.config.runtime):
             start = time.perf_counter()
             for _ in range(steps):
                 self.state, metrics = self.step(self.state, self.batch)

@@ -10,7 +10,8 @@ from measure import Runner
 
 from plmjax import flops, partitioning
 from plmjax.config import Config, MeshConfig
-from plmjax.models.pretraining import make_task
+from plmjax.layers import runtime
+from plmjax.models.task import make_model_task
 from plmjax.training import state as state_lib
 from plmjax.training.optimizer import make_optimizer
 from plmjax.training.trainer import make_eval_step, make_train_step
@@ -31,13 +32,13 @@ def build(config: Config, batch: dict[str, np.ndarray], modes: tuple[str, ...], 
     """A Runner per mode (`train`: the train step; `infer`: the eval forward), sharing one state, on `mesh`
     (default: one device)."""
     mesh = mesh or partitioning.make_mesh(MeshConfig(data=1), jax.devices()[:1])
-    task = make_task(config)
+    task = make_model_task(config)
     optimizer = make_optimizer(config.optimizer, config.train.num_steps)
     _, shardings = state_lib.state_shardings(task, optimizer, mesh, batch)
     carry = [state_lib.init_state(task, optimizer, batch, shardings, config.train.seed)]
     device_batch = jax.device_put(batch, partitioning.batch_sharding(mesh))
     runners = {}
-    with jax.set_mesh(mesh), partitioning.axis_rules():
+    with jax.set_mesh(mesh), partitioning.axis_rules(), runtime.use(config.runtime):
         forward = flops.forward_flops(lambda p, b: task.loss(p, b)[0], carry[0].params, device_batch)
         if "train" in modes:
             train_step, setup_s = _compile(

@@ -44,7 +44,7 @@ def markdown(records: list[dict], machine: dict) -> str:
         f"before, {machine['load_after']:.1f} after.",
         "MFU counts the matrix-multiply FLOPs each framework's step performs (train = forward + backward). "
         "plmjax's BERT predicts MLM logits only at the masked positions (`masked_positions`, at most "
-        "`objective.max_predictions` per row), a saving HF's BertForPreTraining does not make: it scores "
+        "`objective.mlm.max_predictions` per row), a saving HF's BertForPreTraining does not make: it scores "
         "every position. Inference is the eval forward with the loss. PyTorch runs eager (nothing to compile).",
     ]
     titles = {"compare": "plmjax vs PyTorch", "seq_scaling": "Sequence length (1024 tokens per step, or one sequence)",

@@ -31,22 +31,21 @@ def make_batch(config: Config, seed: int = 0) -> dict[str, np.ndarray]:
     """Random tokens through the config's objective, shaped exactly as `aot.batch_spec(config)` says."""
     rng = np.random.default_rng(seed)
     batch, length, vocab = config.data.batch_size, config.data.seq_length, config.model.vocab_size
-    objective = config.objective
+    mlm, spans = config.objective.mlm, config.objective.span_corruption
     tokens = lambda n: rng.integers(len(SPECIAL_IDS), vocab - 100, (batch, n)).astype(np.int32)  # noqa: E731
     if config.model.arch == "encoder":
         ids = tokens(length)
         ids[:, 0], ids[:, length // 2], ids[:, -1] = CLS, SEP, SEP
-        features = mask_tokens(ids, rng, mask_rate=objective.mask_rate, max_predictions=objective.max_predictions,
+        features = mask_tokens(ids, rng, mask_rate=mlm.mask_rate, max_predictions=mlm.max_predictions,
                                mask_id=MASK, vocab_size=vocab, special_ids=SPECIAL_IDS)
         segments = (np.arange(length) > length // 2).astype(np.int32)
         features.update(segment_ids=np.broadcast_to(segments, ids.shape).copy(), attention_mask=np.ones_like(ids))
-        if objective.nsp:
+        if mlm.nsp:
             features["nsp_labels"] = rng.integers(0, 2, batch).astype(np.int32)
     elif config.model.arch == "encoder_decoder":
-        raw, targets = compute_input_and_target_lengths(length, objective.noise_density,
-                                                        objective.mean_noise_span_length)
-        features = span_corrupt(tokens(raw), rng, noise_density=objective.noise_density,
-                                mean_noise_span_length=objective.mean_noise_span_length,
+        raw, targets = compute_input_and_target_lengths(length, spans.noise_density, spans.mean_noise_span_length)
+        features = span_corrupt(tokens(raw), rng, noise_density=spans.noise_density,
+                                mean_noise_span_length=spans.mean_noise_span_length,
                                 sentinel_start_id=vocab - 1, eos_id=1, inputs_length=length,
                                 targets_length=config.data.target_length or targets)
     else:

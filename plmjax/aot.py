@@ -16,14 +16,16 @@ import re
 import time
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 
 from plmjax import flops, partitioning
 from plmjax.config import Config
-from plmjax.models.pretraining import make_task
-from plmjax.objectives.span_corruption import compute_input_and_target_lengths
+from plmjax.layers import runtime
+from plmjax.models.task import make_model_task
+from plmjax.objectives import registry
 from plmjax.training import state as state_lib
+from plmjax.training import step as step_lib
+from plmjax.training import trainable
 from plmjax.training.optimizer import make_optimizer
 from plmjax.training.trainer import make_train_step
 
@@ -45,26 +47,10 @@ CHIPS = {  # by jax device_kind
 
 
 def batch_spec(config: Config) -> dict[str, jax.ShapeDtypeStruct]:
-    """The model-ready features plmjax.data.pipeline yields for the config's arch and objective."""
-    batch, length = config.data.batch_size, config.data.seq_length
-    ids = lambda *shape: jax.ShapeDtypeStruct((batch, *shape), jnp.int32)  # noqa: E731
-    weights = lambda *shape: jax.ShapeDtypeStruct((batch, *shape), jnp.float32)  # noqa: E731
-    kind = (config.model.arch, config.objective.kind)
-    if kind == ("encoder", "mlm"):
-        predictions = config.objective.max_predictions
-        spec = dict(input_ids=ids(length), segment_ids=ids(length), attention_mask=ids(length),
-                    masked_positions=ids(predictions), masked_ids=ids(predictions),
-                    masked_weights=weights(predictions))
-        return dict(spec, nsp_labels=ids()) if config.objective.nsp else spec
-    if kind == ("encoder_decoder", "span_corruption"):
-        objective = config.objective
-        targets = config.data.target_length or compute_input_and_target_lengths(
-            length, objective.noise_density, objective.mean_noise_span_length)[1]
-        return dict(encoder_input_ids=ids(length), decoder_input_ids=ids(targets),
-                    decoder_target_ids=ids(targets), decoder_weights=weights(targets))
-    if kind == ("decoder", "causal_lm"):
-        return dict(input_ids=ids(length), target_ids=ids(length), weights=weights(length))
-    raise ValueError(f"no batch layout for model.arch={kind[0]!r} with objective.kind={kind[1]!r}")
+    """The model-ready features of a global batch of the config's objective (its registered feature spec)."""
+    features = registry.for_config(config).features(config)
+    return {name: jax.ShapeDtypeStruct((config.data.batch_size, *shape), dtype)
+            for name, (shape, dtype) in features.items()}
 
 
 MEGACORE = ("v4", "v5p")  # two TensorCores per chip, run as one device (as on the real VMs)
@@ -151,18 +137,20 @@ def compile_train_step(config: Config, topology: str) -> CompileReport:
     if chip is None:
         raise ValueError(f"no HBM/peak figures for {devices[0].device_kind!r}; known: {', '.join(CHIPS)}")
     mesh = partitioning.make_mesh(config.mesh, devices)
-    task = make_task(config)
+    task = make_model_task(config)
     optimizer = make_optimizer(config.optimizer, config.train.num_steps)
     spec = batch_spec(config)
     one_row = {k: np.zeros((1, *s.shape[1:]), s.dtype) for k, s in spec.items()}
-    abstract_state, shardings = state_lib.state_shardings(task, optimizer, mesh, one_row)
+    paths = trainable.trainable_paths(config.train.trainable, state_lib.abstract_params(task, one_row)[1])
+    abstract_state, shardings = state_lib.state_shardings(task, optimizer, mesh, one_row, paths)
     batch_sharding = partitioning.batch_sharding(mesh)
     batch = {k: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=batch_sharding) for k, s in spec.items()}
     resident = dict(params_bytes=_shard_bytes(abstract_state.params),
                     optimizer_bytes=_shard_bytes(abstract_state.opt_state), batch_bytes=_shard_bytes(batch))
     start = time.perf_counter()
-    train_step = make_train_step(task, config, optimizer, shardings, mesh)  # its seed is a host constant: off-mesh
-    with jax.set_mesh(mesh), partitioning.axis_rules():
+    parts = step_lib.parts_from_config(config, paths)
+    train_step = make_train_step(task, config, optimizer, shardings, mesh, parts)  # seeded on the host: off-mesh
+    with jax.set_mesh(mesh), partitioning.axis_rules(), runtime.use(config.runtime):
         model_flops = flops.TRAIN_FACTOR * flops.forward_flops(
             lambda p, b: task.loss(p, b)[0], abstract_state.params, batch)
         traced = train_step.trace(abstract_state, batch)

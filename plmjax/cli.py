@@ -6,6 +6,7 @@ import argparse
 import os
 import sys
 
+from plmjax import plugins
 from plmjax.config import ConfigError, apply_overrides, load_config, valid_keys
 from plmjax.cpu_tuning import tune_cpu_process
 
@@ -14,6 +15,11 @@ def _add_overrides(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
         help="override a config field, e.g. --set train.num_steps=50 --set mesh.model=2 (repeatable)",
+    )
+    parser.add_argument(
+        "--plugin", dest="plugins", action="append", default=[], metavar="MODULE|FILE.py",
+        help="import a module or .py file that registers kinds (objectives, attention kernels, masks, ...) "
+             "before the config is read; a run records its plug-ins in config.json (repeatable)",
     )
 
 
@@ -132,23 +138,28 @@ def _trainer_with_params(directory: str, overrides: list[str]):
     from plmjax.training.trainer import Trainer
 
     config = checkpoint_dir.read_config(directory, overrides)
-    if checkpoint_dir.is_converted(directory):  # never let the Trainer train a vocabulary for released weights
+    converted = checkpoint_dir.is_converted(directory)
+    if converted:  # never let the Trainer train a vocabulary for released weights
         checkpoint_dir.load_tokenizer(directory, config)
     trainer = Trainer(config, directory, progress=False)
-    params, step = checkpoint_dir.restore_params(directory, trainer.abstract_state.params)
-    return trainer, params, step
+    if converted:
+        return trainer, *checkpoint_dir.restore_params(directory, trainer.abstract_state.params)
+    step = trainer.checkpointer.latest_step()
+    if step is None:
+        raise ConfigError(f"no checkpoint in {directory!r}: train into it first")
+    return trainer, trainer.restore_params(step), step
 
 
 def _train_config(args):
     if args.init_from:
         from plmjax.convert import directory as checkpoint_dir
 
-        base = (load_config(args.config, args.overrides) if args.config
-                else checkpoint_dir.read_config(args.init_from, args.overrides))
+        base = (load_config(args.config, args.overrides, args.plugins) if args.config
+                else apply_overrides(checkpoint_dir.read_config(args.init_from, args.overrides), [], args.plugins))
         return checkpoint_dir.init_config(base, args.init_from)
     if not args.config:
         raise ConfigError("train needs --config FILE (or --init_from DIR)")
-    return load_config(args.config, args.overrides)
+    return load_config(args.config, args.overrides, args.plugins)
 
 
 def cmd_train(args) -> None:
@@ -312,7 +323,7 @@ def cmd_compile(args) -> int:
     os.environ.setdefault("JAX_PLATFORMS", "cpu")  # compiling for a slice must not claim this host's accelerators
     from plmjax import aot
 
-    report = aot.compile_train_step(load_config(args.config, args.overrides), args.topology)
+    report = aot.compile_train_step(load_config(args.config, args.overrides, args.plugins), args.topology)
     print(json.dumps(report.to_dict()) if args.json else report.format())
     return 0 if report.fits else 1
 
@@ -333,6 +344,7 @@ def main(argv: list[str] | None = None) -> int:
         raise SystemExit(f"plmjax: error: {error}") from None
     args = build_parser().parse_args(argv)
     try:
+        plugins.load_all(getattr(args, "plugins", ()))
         return COMMANDS[args.verb](args) or 0  # a verb may return a non-zero exit status (compile: does not fit)
     except (ConfigError, ValueError) as error:
         print(f"plmjax {args.verb}: error: {error}", file=sys.stderr)

@@ -17,8 +17,20 @@ class ConfigError(ValueError):
     """A config file or override that does not fit the schema."""
 
 
+class _Section:
+    """A config section whose fields are the only attributes one may set: a misspelt or moved key in a config
+    file (`config.objective.nsp = False`, now objective.mlm.nsp) is an error, not an attribute nobody reads."""
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        if name not in {f.name for f in dataclasses.fields(self)}:
+            moved = ['.'.join(new) for (_, key), new in MOVED.items() if key == name]
+            hint = f" (it moved to {', '.join(moved)})" if moved else ""
+            raise ConfigError(f"{type(self).__name__} has no field {name!r}{hint}")
+        object.__setattr__(self, name, value)
+
+
 @dataclasses.dataclass
-class ModelConfig:
+class ModelConfig(_Section):
     """Architecture of the shared Transformer core; variants are switches, not new files."""
 
     arch: str = "encoder"  # encoder | encoder_decoder | decoder
@@ -42,7 +54,8 @@ class ModelConfig:
     router_jitter: float = 0.0  # training: router inputs times uniform(1 - jitter, 1 + jitter)
     aux_loss_coef: float = 0.01  # load-balancing loss weight (mean over MoE layers)
     router_z_loss_coef: float = 0.001  # router z-loss weight (mean over MoE layers)
-    attention_kind: str = "softmax"  # a name in layers.attention.ATTENTION_KINDS
+    attention_kind: str = "softmax"  # a name in layers.attention.ATTENTION_KERNELS (how scores and context are computed)
+    layer_carry: str = ""  # a name in layers.hooks.LAYER_CARRIES: state each layer passes to the next
     projection_kind: str = "dense"  # a name in layers.linear.PROJECTION_KINDS (e.g. low-rank deltas)
     residual_adapter: str = ""  # a name in layers.hooks.RESIDUAL_ADAPTERS, applied after attention and FFN
     hidden_hook: str = ""  # a name in layers.hooks.HIDDEN_HOOKS, applied to hidden states between layers
@@ -64,14 +77,9 @@ class ModelConfig:
     dropout_rate: float = 0.1
     attention_dropout_rate: float = 0.1
     ffn_dropout: bool = False  # dropout on the FFN's hidden layer too (T5 has it; BERT and GPT-2 do not)
-    dropout_bits: int = 16  # keep masks from 8/16/32-bit random integers; rates round to multiples of 2**-bits
     shared_layer_groups: int = 0  # 0: every layer its own weights; k: k groups reused in turn
     remat: str = "none"  # none | minimal | full
     scan_layers: bool = False
-    materialize_layer_grads: bool = True  # store each layer's output gradient once: XLA:CPU speed (layers.gradients)
-    # Projections' and tied heads' gradients as matrix products read in place, kernel gradients in the kernel's
-    # layout: XLA:CPU speed (layers.linear). False: plain autodiff, for forward mode (jax.jvp, Hessian-vector products).
-    kernel_grads_in_layout: bool = True
     dtype: str = "float32"  # compute dtype; parameters stay float32
     init: str = "normal"  # normal: N(0, initializer_range); fan_in: T5's variance scaling
     initializer_range: float = 0.02
@@ -87,9 +95,9 @@ class ModelConfig:
         _check_choice("model.remat", self.remat, ("none", "minimal", "full"))
         _check_choice("model.dtype", self.dtype, ("float32", "bfloat16"))
         _check_choice("model.init", self.init, ("normal", "fan_in"))
-        _check_choice("model.dropout_bits", self.dropout_bits, (8, 16, 32))
         for key in ("dropout_rate", "attention_dropout_rate"):
-            _check_dropout_rate(f"model.{key}", getattr(self, key), self.dropout_bits)
+            if not 0.0 <= getattr(self, key) < 1.0:
+                raise ConfigError(f"model.{key}={getattr(self, key)} is not a dropout rate: it must be in [0, 1)")
         if self.hidden_size % self.num_heads and not self.head_dim:
             raise ConfigError(
                 f"model.hidden_size={self.hidden_size} is not divisible by "
@@ -117,7 +125,7 @@ class ModelConfig:
 
 
 @dataclasses.dataclass
-class DataConfig:
+class DataConfig(_Section):
     """Where batches come from and their shapes."""
 
     corpus: str = "pydoc"  # pydoc (embedded, offline) | text_files:GLOB
@@ -130,23 +138,47 @@ class DataConfig:
     seed: int = 0
 
 
+# Typed options of registered kinds, `SECTION.<kind>.<field>` on the command line: (section, kind) -> dataclass.
+# Objectives register theirs under "objective", gradient functions and transforms under "train".
+OPTIONS: dict[tuple[str, str], type] = {}
+BUILTIN_KINDS = "plmjax.objectives.builtin", "plmjax.training.step"  # modules whose import registers the built-ins
+
+
+def register_options(section: str, kind: str, options: type) -> None:
+    """Give kind `kind` of `section` its own typed keys `section.kind.field` (a dataclass with defaults)."""
+    if not dataclasses.is_dataclass(options):
+        raise TypeError(f"the options of {section}.{kind} must be a dataclass, not {options!r}")
+    OPTIONS[(section, kind)] = options
+
+
+def _default_options(section: str) -> dict[str, Any]:
+    for module in BUILTIN_KINDS:
+        importlib.import_module(module)
+    return {kind: cls() for (owner, kind), cls in OPTIONS.items() if owner == section}
+
+
+class _Options:
+    """A section that also holds each registered kind's options, read as `section.<kind>` (e.g. objective.mlm)."""
+
+    def __getattr__(self, name: str):
+        options = self.__dict__.get("options") or {}
+        if name in options:
+            return options[name]
+        raise AttributeError(f"{type(self).__name__} has no field or registered kind {name!r}")
+
+
 @dataclasses.dataclass
-class ObjectiveConfig:
-    """Pretraining objective: mlm (+ nsp), span_corruption or causal_lm."""
+class ObjectiveConfig(_Options, _Section):
+    """What the model trains: `kind` names a registered objective (plmjax.objectives.registry), each of
+    which has its own keys `objective.<kind>.*`; `regularizers` add terms to its loss."""
 
     kind: str = "mlm"
-    mask_rate: float = 0.15
-    max_predictions: int = 20  # masked positions predicted per sequence (BERT's max_predictions_per_seq)
-    nsp: bool = True
-    noise_density: float = 0.15
-    mean_noise_span_length: float = 3.0
-
-    def __post_init__(self):
-        _check_choice("objective.kind", self.kind, ("mlm", "span_corruption", "causal_lm"))
+    regularizers: str = ""  # comma-separated names of registered regularizers (objective.<name>.* keys)
+    options: dict[str, Any] = dataclasses.field(default_factory=lambda: _default_options("objective"), repr=False)
 
 
 @dataclasses.dataclass
-class OptimizerConfig:
+class OptimizerConfig(_Section):
     """AdamW with warmup, a decay schedule, weight-decay masking and clipping."""
 
     learning_rate: float = 1e-4
@@ -165,8 +197,8 @@ class OptimizerConfig:
 
 
 @dataclasses.dataclass
-class TrainConfig:
-    """The loop: steps, accumulation, evaluation, checkpoints and logging."""
+class TrainConfig(_Options, _Section):
+    """The loop: steps, accumulation, what trains and how its gradient is made, evaluation, checkpoints."""
 
     num_steps: int = 1000
     grad_accum_steps: int = 1
@@ -177,15 +209,35 @@ class TrainConfig:
     checkpoint_every: int = 0  # 0: only at the end
     keep_checkpoints: int = 3
     init_from: str = ""  # a converted checkpoint directory whose params start a run with no checkpoint yet
+    # What trains: "" everything; else comma-separated names in training.trainable.MASKS or regular expressions
+    # searched in parameter paths ("encoder/stack/layers_0/mlp/wi/kernel"). Checkpoints then hold only these.
+    trainable: str = ""
+    gradient: str = "plain"  # a name in training.step.GRADIENTS: how one (micro-)batch's gradient is made
+    grad_transform: str = "identity"  # a name in training.step.TRANSFORMS, applied before clipping
+    options: dict[str, Any] = dataclasses.field(default_factory=lambda: _default_options("train"), repr=False)
 
 
 @dataclasses.dataclass
-class MeshConfig:
+class MeshConfig(_Section):
     """Device mesh shape; -1 takes the devices left over by the other axes."""
 
     data: int = -1
     expert: int = 1
     model: int = 1
+
+
+@dataclasses.dataclass
+class RuntimeConfig(_Section):
+    """How a model executes, not what it computes: exports and converters ignore this section."""
+
+    materialize_layer_grads: bool = True  # store each layer's output gradient once: XLA:CPU speed (layers.gradients)
+    # Projections' and tied heads' gradients as matrix products read in place, kernel gradients in the kernel's
+    # layout: XLA:CPU speed (layers.linear). False: plain autodiff, for forward mode (jax.jvp, Hessian-vector products).
+    kernel_grads_in_layout: bool = True
+    dropout_bits: int = 16  # keep masks from 8/16/32-bit random integers; rates round to multiples of 2**-bits
+
+    def __post_init__(self):
+        _check_choice("runtime.dropout_bits", self.dropout_bits, (8, 16, 32))
 
 
 @dataclasses.dataclass
@@ -196,6 +248,17 @@ class Config:
     optimizer: OptimizerConfig = dataclasses.field(default_factory=OptimizerConfig)
     train: TrainConfig = dataclasses.field(default_factory=TrainConfig)
     mesh: MeshConfig = dataclasses.field(default_factory=MeshConfig)
+    runtime: RuntimeConfig = dataclasses.field(default_factory=RuntimeConfig)
+    # Modules or .py files that register the kinds this config names (plmjax.plugins); saved in config.json
+    # so that eval, decode, embed, convert and compile load them again.
+    plugins: tuple[str, ...] = ()
+
+    def __post_init__(self):
+        for key in ("dropout_rate", "attention_dropout_rate"):
+            _check_dropout_rate(f"model.{key}", getattr(self.model, key), self.runtime.dropout_bits)
+
+
+SECTIONS = ("model", "data", "objective", "optimizer", "train", "mesh", "runtime")
 
 
 def _check_choice(key: str, value, choices: tuple) -> None:
@@ -204,11 +267,9 @@ def _check_choice(key: str, value, choices: tuple) -> None:
 
 
 def _check_dropout_rate(key: str, rate: float, bits: int) -> None:
-    """A rate in [0, 1) that the `bits`-wide keep masks can express (they round it to a multiple of 2**-bits)."""
-    if not 0.0 <= rate < 1.0:
-        raise ConfigError(f"{key}={rate} is not a dropout rate: it must be in [0, 1)")
+    """A rate that the `bits`-wide keep masks can express (they round it to a multiple of 2**-bits)."""
     if rate and round(rate * 2**bits) == 0:
-        raise ConfigError(f"{key}={rate} rounds to 0 with model.dropout_bits={bits}; set model.dropout_bits=32")
+        raise ConfigError(f"{key}={rate} rounds to 0 with runtime.dropout_bits={bits}; set runtime.dropout_bits=32")
 
 
 def _check_moe(cfg: ModelConfig) -> None:
@@ -292,8 +353,9 @@ def gpt(**model: Any) -> Config:
 # ---------------------------------------------------------------- files and overrides
 
 
-def load_config(path: str | pathlib.Path, overrides: list[str] | tuple[str, ...] = ()) -> Config:
-    """Run a config file's `get_config()` and apply `key=value` overrides."""
+def load_config(path: str | pathlib.Path, overrides: list[str] | tuple[str, ...] = (),
+                plugins: list[str] | tuple[str, ...] = ()) -> Config:
+    """Run a config file's `get_config()`, load its and `plugins`' modules, and apply `key=value` overrides."""
     path = pathlib.Path(path)
     if not path.is_file():
         raise ConfigError(f"config file {str(path)!r} does not exist")
@@ -305,38 +367,54 @@ def load_config(path: str | pathlib.Path, overrides: list[str] | tuple[str, ...]
     config = module.get_config()
     if not isinstance(config, Config):
         raise ConfigError(f"get_config() in {str(path)!r} returned {type(config).__name__}, not Config")
-    return apply_overrides(config, overrides)
+    return apply_overrides(config, overrides, plugins)
 
 
 def valid_keys(config: Config | None = None) -> list[str]:
-    """Every dotted key an override may name."""
+    """Every dotted key an override may name: `section.field` and `section.<kind>.field` of registered kinds."""
     config = config or Config()
-    return [
-        f"{section.name}.{field.name}"
-        for section in dataclasses.fields(config)
-        for field in dataclasses.fields(getattr(config, section.name))
-    ]
+    keys = []
+    for name in SECTIONS:
+        section = getattr(config, name)
+        keys += [f"{name}.{f.name}" for f in dataclasses.fields(section) if f.name != "options"]
+        for kind, options in getattr(section, "options", {}).items():
+            keys += [f"{name}.{kind}.{f.name}" for f in dataclasses.fields(options)]
+    return keys
 
 
-def apply_overrides(config: Config, overrides: list[str] | tuple[str, ...]) -> Config:
-    """Return a copy of `config` with each `section.field=value` applied and re-validated."""
-    sections = {f.name: dataclasses.asdict(getattr(config, f.name)) for f in dataclasses.fields(config)}
+def apply_overrides(config: Config, overrides: list[str] | tuple[str, ...],
+                    plugins: list[str] | tuple[str, ...] = ()) -> Config:
+    """Return a copy of `config` with `plugins` loaded and recorded, each `section[.kind].field=value` applied,
+    and everything re-validated."""
+    data = to_dict(config)
+    data["plugins"] = [*data["plugins"], *plugins]
+    config = from_dict(data)  # loads the plugins first, so their kinds' keys exist
+    data = to_dict(config)
     for override in overrides:
         key, sep, raw = override.partition("=")
         key = key.strip()
         if not sep:
             raise ConfigError(f"override {override!r} is not of the form key=value")
-        section, _, name = key.partition(".")
-        if section not in sections or name not in sections[section]:
-            raise ConfigError(
-                f"unknown config key {key!r}; valid keys are:\n  " + "\n  ".join(valid_keys(config))
-            )
-        field_type = typing.get_type_hints(type(getattr(config, section)))[name]
-        sections[section][name] = _parse_value(key, raw.strip(), field_type)
-    built = {}
-    for f in dataclasses.fields(config):
-        built[f.name] = type(getattr(config, f.name))(**sections[f.name])
-    return Config(**built)
+        target, cls, name = _locate(config, data, key)
+        target[name] = _parse_value(key, raw.strip(), typing.get_type_hints(cls)[name])
+    return from_dict(data, strict=True)
+
+
+def _locate(config: Config, data: dict, key: str) -> tuple[dict, type, str]:
+    """(the dict in `data` = to_dict(config) that holds `key`'s value, the dataclass it belongs to, the field)."""
+    parts = key.split(".")
+    section = getattr(config, parts[0], None) if parts[0] in SECTIONS else None
+    options = getattr(section, "options", {}) if section is not None else {}
+    if len(parts) == 2 and section is not None:
+        holder, name = section, parts[1]
+    elif len(parts) == 3 and parts[1] in options:
+        holder, name = options[parts[1]], parts[2]
+    else:
+        holder, name = None, ""
+    if holder is None or name == "options" or name not in {f.name for f in dataclasses.fields(holder)}:
+        raise ConfigError(f"unknown config key {key!r}; valid keys are:\n  " + "\n  ".join(valid_keys(config)))
+    target = data[parts[0]] if len(parts) == 2 else data[parts[0]][parts[1]]
+    return target, type(holder), name
 
 
 def _parse_value(key: str, raw: str, field_type: type) -> Any:
@@ -356,14 +434,73 @@ def _parse_value(key: str, raw: str, field_type: type) -> Any:
 
 
 def to_dict(config: Config) -> dict[str, Any]:
-    return dataclasses.asdict(config)
+    """Plain JSON-ready data: each section's fields, its registered kinds' options as sub-dicts, the plugins."""
+    data: dict[str, Any] = {}
+    for name in SECTIONS:
+        section = getattr(config, name)
+        data[name] = {f.name: getattr(section, f.name) for f in dataclasses.fields(section) if f.name != "options"}
+        for kind, options in getattr(section, "options", {}).items():
+            data[name][kind] = dataclasses.asdict(options)
+    data["plugins"] = list(config.plugins)
+    return data
 
 
-def from_dict(data: dict[str, Any]) -> Config:
-    """Rebuild a Config saved by `to_dict` (e.g. next to a checkpoint)."""
+# Keys that moved to another place, so that config.json files written before still read the same.
+MOVED = {
+    **{("objective", key): ("objective", "mlm", key) for key in ("mask_rate", "max_predictions", "nsp")},
+    **{("objective", key): ("objective", "span_corruption", key) for key in ("noise_density", "mean_noise_span_length")},
+    **{("model", key): ("runtime", key) for key in ("materialize_layer_grads", "kernel_grads_in_layout", "dropout_bits")},
+}
+
+
+def from_dict(data: dict[str, Any], strict: bool = False) -> Config:
+    """Rebuild a Config saved by `to_dict` (e.g. next to a checkpoint), loading its plugins first.
+
+    Keys it does not know are skipped (files of older or newer versions), unless `strict`; keys in MOVED are
+    read from where they used to be.
+    """
+    from plmjax import plugins as plugin_lib
+
+    recorded = plugin_lib.load_all(data.get("plugins", ()))
+    data = {name: dict(data.get(name, {})) for name in SECTIONS}
+    for (section, key), (new_section, *path) in MOVED.items():
+        if key in data[section]:
+            value = data[section].pop(key)
+            holder = data[new_section]
+            for part in path[:-1]:
+                holder = holder.setdefault(part, {})
+            holder.setdefault(path[-1], value)
     built = {}
-    for f in dataclasses.fields(Config):
-        cls = typing.get_type_hints(Config)[f.name]
-        known = {g.name for g in dataclasses.fields(cls)}
-        built[f.name] = cls(**{k: v for k, v in data.get(f.name, {}).items() if k in known})
-    return Config(**built)
+    hints = typing.get_type_hints(Config)
+    for name in SECTIONS:
+        cls, values = hints[name], data[name]
+        fields = {f.name for f in dataclasses.fields(cls)} - {"options"}
+        kwargs = {k: v for k, v in values.items() if k in fields}
+        if "options" in {f.name for f in dataclasses.fields(cls)}:
+            options = _default_options(name)
+            for kind, default in options.items():
+                known = {f.name for f in dataclasses.fields(default)}
+                given = values.get(kind, {})
+                options[kind] = type(default)(**{k: v for k, v in given.items() if k in known})
+            kwargs["options"] = options
+        built[name] = cls(**kwargs)
+    config = Config(**built, plugins=tuple(recorded))
+    _check_kinds(config)
+    return config
+
+
+def _check_kinds(config: Config) -> None:
+    """Every kind the config names is registered (plugins loaded), or an error listing the known ones."""
+    from plmjax.objectives import registry as objectives
+    from plmjax.training import step
+
+    _check_choice("objective.kind", config.objective.kind, tuple(objectives.OBJECTIVES))
+    for name in names(config.objective.regularizers):
+        _check_choice("objective.regularizers", name, tuple(objectives.REGULARIZERS))
+    _check_choice("train.gradient", config.train.gradient, tuple(step.GRADIENTS))
+    _check_choice("train.grad_transform", config.train.grad_transform, tuple(step.TRANSFORMS))
+
+
+def names(text: str) -> list[str]:
+    """The comma-separated names in a config string ("" -> [])."""
+    return [name.strip() for name in text.split(",") if name.strip()]

@@ -278,8 +278,8 @@ def test_init_from_restores_into_a_sharded_state_and_fine_tunes(released, tmp_pa
                                         if np.issubdtype(x.dtype, np.floating))
     trainer.close()
 
-    assert main(["train", "--init_from", out, "--workdir", workdir, "--no-progress",
-                 "--set", "train.num_steps=3"] + args) == 0
+    assert main(["train", "--init_from", out, "--workdir", workdir, "--no-progress", "--set", "train.num_steps=3",
+                 "--set", "runtime.kernel_grads_in_layout=false"] + args) == 0  # how it ran is not what it is
     assert "\neval step 3: " in "\n" + capsys.readouterr().out
     run_config = json.loads(open(os.path.join(workdir, "config.json")).read())
     assert run_config["train"]["init_from"] == os.path.abspath(out)
@@ -290,7 +290,7 @@ def test_init_from_restores_into_a_sharded_state_and_fine_tunes(released, tmp_pa
                    - converted["encoder"]["stack"]["layers_0"]["mlp"]["wi"]["kernel"]).max()
     assert 0 < moved < 0.01  # three small steps away from the released weights
 
-    back = tmp_path / "tuned_hf"  # and the fine-tuned run exports to HF, its config written from plmjax's
+    back = tmp_path / "tuned_hf"  # and the fine-tuned run exports to HF (runtime settings aside), config from plmjax's
     assert main(["convert", "--to", "hf", workdir, "--out", str(back)]) == 0
     model, info = transformers.BertForPreTraining.from_pretrained(back, output_loading_info=True)
     assert not info["missing_keys"] and not info["unexpected_keys"] and (back / "tokenizer.json").exists()

@@ -254,7 +254,7 @@ def test_nsp_pairs_are_laid_out_like_bert(wordpiece):
 
 def test_single_segments_without_nsp(wordpiece):
     config = _config(configs.bert)
-    config.objective.nsp = False
+    config.objective.mlm.nsp = False
     batch = make_source(config, wordpiece, "train").batch(0)
     assert "nsp_labels" not in batch
     ids = _unmasked(batch)

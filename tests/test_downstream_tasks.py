@@ -18,7 +18,7 @@ from plmjax.data.squad import SpanExtraction
 from plmjax.data.superglue import record_passage, wsc_text
 from plmjax.data.tokenizer import Tokenizer
 from plmjax.models.finetuning import finetuning_config
-from plmjax.models.pretraining import make_task
+from plmjax.models.task import make_model_task
 
 NUM = 4  # records per mock split (even: AX-g pairs)
 LENGTH = 128  # long enough that no mock record is cut
@@ -155,7 +155,7 @@ ALL_TASKS = sorted(PROMPTS)
 
 
 def test_every_task_is_registered_in_both_formats_and_the_benchmarks_as_mixtures():
-    assert sorted(downstream.tasks()) == ALL_TASKS
+    assert sorted(downstream.benchmarks()) == ALL_TASKS
     names = set(registry.names())
     assert {f"{task}_{fmt}" for task in ALL_TASKS for fmt in ("t2t", "features")} <= names
     assert {"glue_t2t", "superglue_t2t"} <= names
@@ -170,7 +170,7 @@ def test_every_task_is_registered_in_both_formats_and_the_benchmarks_as_mixtures
 
 @pytest.mark.parametrize("name", ALL_TASKS)
 def test_text_to_text_rows_hold_t5_prompts_and_targets(name, vocab):
-    task = downstream.tasks()[name]
+    task = downstream.benchmarks()[name]
     with mock(name):
         records = downstream.load_records(task, "eval")
         batch = _eval_batch(_config(t5, name), vocab)
@@ -190,7 +190,7 @@ def test_text_to_text_rows_hold_t5_prompts_and_targets(name, vocab):
 @pytest.mark.parametrize("name", [n for n in ALL_TASKS if n not in ("glue_stsb", "superglue_record", "squad_v1",
                                                                      "squad_v2")])
 def test_label_parsers_invert_the_label_mapping(name, vocab):
-    task = downstream.tasks()[name]
+    task = downstream.benchmarks()[name]
     builder = tfds.builder(task.eval_data[0])
     names = builder.info.features["label"].names
     canonical = lambda text: _canonical(vocab, text)  # noqa: E731
@@ -202,7 +202,7 @@ def test_label_parsers_invert_the_label_mapping(name, vocab):
 
 
 def test_stsb_targets_round_to_a_fifth_and_parse_back(vocab):
-    parse = downstream.tasks()["glue_stsb"].text_to_text.parse
+    parse = downstream.benchmarks()["glue_stsb"].text_to_text.parse
     canonical = lambda text: _canonical(vocab, text)  # noqa: E731
     for score, target in ((0.0, "0.0"), (3.77, "3.8"), (2.5, "2.4"), (4.91, "5.0"), (1.1, "1.2")):
         assert stsb_target(score) == target
@@ -213,10 +213,10 @@ def test_stsb_targets_round_to_a_fifth_and_parse_back(vocab):
 def test_qa_text_to_text_golds_are_every_answer_as_the_vocabulary_writes_it(vocab):
     canonical = lambda text: _canonical(vocab, text)  # noqa: E731
     record = {"answers": ["Barack Obama", "Obama"], "entities": ["Obama"], "query": "@placeholder", "passage": ""}
-    t2t = downstream.tasks()["superglue_record"].text_to_text
+    t2t = downstream.benchmarks()["superglue_record"].text_to_text
     assert t2t.targets(record) == ["Barack Obama", "Obama"]  # training: one row per answer
     assert t2t.gold(record, canonical) == ["barack obama", "obama"]  # lowercasing WordPiece
-    squad = downstream.tasks()["squad_v2"].text_to_text
+    squad = downstream.benchmarks()["squad_v2"].text_to_text
     assert squad.targets({"is_impossible": True, "answers": {"text": [], "answer_start": []}}) == [""]
     assert squad.gold({"is_impossible": True, "answers": {"text": [], "answer_start": []}}, canonical) == []
 
@@ -234,7 +234,7 @@ def test_t5_special_preprocessing_wsc_marks_and_record_highlights():
 
 @pytest.mark.parametrize("name", ALL_TASKS)
 def test_features_rows_have_the_heads_shapes(name, vocab):
-    task = downstream.tasks()[name]
+    task = downstream.benchmarks()[name]
     with mock(name):
         records = downstream.load_records(task, "eval")
         batch = _eval_batch(_config(bert, name), vocab)
@@ -244,7 +244,7 @@ def test_features_rows_have_the_heads_shapes(name, vocab):
         assert batch[key].shape == rows and batch[key].dtype == np.int32
     assert (batch["attention_mask"] == (batch["input_ids"] != vocab.pad_id)).all()
     assert (batch["input_ids"][..., 0] == vocab.cls_id).all()
-    make_task(_config(bert, name)).validate(batch)  # labels in range for the head
+    make_model_task(_config(bert, name)).validate(batch)  # labels in range for the head
     if name in PAIRS:
         tok = vocab.tokenizer
         for row, record in enumerate(records):
@@ -258,19 +258,19 @@ def test_features_rows_have_the_heads_shapes(name, vocab):
 
 def test_copa_wic_multirc_record_rows_join_their_fields(vocab):
     tok = vocab.tokenizer
-    copa = downstream.tasks()["superglue_copa"].features
+    copa = downstream.benchmarks()["superglue_copa"].features
     rows = copa.encode([{"premise": "The man fell", "choice1": "he slipped", "choice2": "he sang",
                          "question": "cause", "label": 0}], tok, 32)
     first, _ = _pair_tokens(tok, "The man fell", "because he slipped")
     assert rows.arrays["input_ids"].shape == (1, 2, 32)
     assert rows.arrays["input_ids"][0, 0, :len(first)].tolist() == first
-    wic = downstream.tasks()["superglue_wic"].features
+    wic = downstream.benchmarks()["superglue_wic"].features
     assert wic.texts({"word": "bank", "sentence1": "a river bank", "sentence2": "a bank loan"}) == \
         ("bank: a river bank", "a bank loan")
-    multirc = downstream.tasks()["superglue_multirc"].features
+    multirc = downstream.benchmarks()["superglue_multirc"].features
     assert multirc.texts({"question": "Who?", "answer": "Ann", "paragraph": "Ann <b>ran</b>.<br>Bob sat."}) == \
         ("Who? Ann", "Ann ran. Bob sat.")
-    record = downstream.tasks()["superglue_record"].features
+    record = downstream.benchmarks()["superglue_record"].features
     example = {"passage": "Ann met Bob.\n@highlight\nParis", "query": "@placeholder went home",
                "entities": ["Ann", "Bob", "Ann"], "answers": ["Bob"]}
     rows = record.encode([example], tok, 32)
@@ -336,7 +336,7 @@ def test_squad_v2_predicts_no_answer_when_the_cls_score_wins(vocab):
 ])
 def test_random_mock_records_that_break_a_task_are_refused_by_name(name, message):
     with tfds.testing.mock_data(num_examples=NUM), pytest.raises(ValueError, match=message):
-        downstream.load_records(downstream.tasks()[name], "eval")
+        downstream.load_records(downstream.benchmarks()[name], "eval")
 
 
 def _labelled(label):
@@ -348,13 +348,13 @@ def _labelled(label):
 
 
 def test_labels_out_of_range_and_hidden_labels_are_errors(vocab):
-    task = downstream.tasks()["glue_rte"]
+    task = downstream.benchmarks()["glue_rte"]
     with tfds.testing.mock_data(as_dataset_fn=_labelled(2)), pytest.raises(
             ValueError, match=r"glue_rte: malformed record 0 .* label 2 is outside \[0, 2\)"):
         downstream.load_records(task, "train")
     with tfds.testing.mock_data(as_dataset_fn=_labelled(-1)), pytest.raises(ValueError, match="hidden test label"):
         downstream.load_records(task, "eval")
-    model_task = make_task(_config(bert, "glue_mnli"))
+    model_task = make_model_task(_config(bert, "glue_mnli"))
     batch = {"input_ids": np.ones((2, 8), np.int32), "labels": np.array([0, 3], np.int32)}
     with pytest.raises(ValueError, match=r"'labels' holds 3, outside \[0, 3\)"):
         model_task.validate(batch)
@@ -366,4 +366,4 @@ def test_unknown_names_formats_and_evaluation_only_training_are_errors():
     with pytest.raises(ValueError, match="'glue_rte_t2t' is in the t2t format"):
         finetuning_config(bert(), "glue_rte_t2t")
     with pytest.raises(ValueError, match="superglue_axg is evaluation-only.*fine-tune on superglue_rte"):
-        downstream.load_records(downstream.tasks()["superglue_axg"], "train")
+        downstream.load_records(downstream.benchmarks()["superglue_axg"], "train")

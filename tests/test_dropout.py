@@ -90,7 +90,7 @@ def test_ffn_hidden_dropout_only_where_the_family_has_it(family, drops_inside):
 
 
 @pytest.mark.parametrize("override, message", [
-    ("model.dropout_bits=12", "model.dropout_bits=12 is not one of 8, 16, 32"),
+    ("runtime.dropout_bits=12", "runtime.dropout_bits=12 is not one of 8, 16, 32"),
     ("model.dropout_rate=1.5", r"model.dropout_rate=1.5 is not a dropout rate: it must be in \[0, 1\)"),
     ("model.attention_dropout_rate=-0.1", "model.attention_dropout_rate=-0.1 is not a dropout rate"),
 ])
@@ -100,6 +100,6 @@ def test_bad_dropout_settings_are_config_errors(override, message):
 
 
 def test_a_rate_the_masks_cannot_express_is_refused():
-    with pytest.raises(ConfigError, match="model.dropout_rate=0.001 rounds to 0 with model.dropout_bits=8"):
-        load_config("configs/bert_tiny.py", ["model.dropout_bits=8", "model.dropout_rate=0.001"])
+    with pytest.raises(ConfigError, match="model.dropout_rate=0.001 rounds to 0 with runtime.dropout_bits=8"):
+        load_config("configs/bert_tiny.py", ["runtime.dropout_bits=8", "model.dropout_rate=0.001"])
     assert load_config("configs/bert_tiny.py", ["model.dropout_rate=0.001"]).model.dropout_rate == 0.001

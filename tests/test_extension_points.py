@@ -8,7 +8,7 @@ import pytest
 
 from plmjax.config import bert, gpt
 from plmjax.layers import activations, hooks
-from plmjax.layers.attention import SoftmaxAttention
+from plmjax.layers.attention import Attention, AttentionInputs
 from plmjax.models.decoder import DecoderLM
 from plmjax.models.encoder import EncoderForPretraining
 
@@ -141,9 +141,11 @@ def test_kv_prefix_attention_matches_a_numpy_reference(monkeypatch):
     cfg = bert(**SMALL, kv_prefix="learned").model
     x = jax.random.normal(jax.random.key(1), (2, 5, 32))
     mask_bias = jnp.zeros((2, 1, 5, 5)).at[1, :, :, 4].set(-1e9)  # row 1: last token is padding
-    attention = SoftmaxAttention(cfg)
-    variables = init(attention, x, x, mask_bias)
-    out = attention.apply(variables, x, x, mask_bias)
+    positions = jnp.broadcast_to(jnp.arange(5), (2, 5))
+    inputs = AttentionInputs(mask_bias, positions, positions[:1])
+    attention = Attention(cfg)
+    variables = init(attention, x, x, inputs)
+    out, _ = attention.apply(variables, x, x, inputs)
     p = jax.tree.map(np.asarray, variables["params"])
     proj = lambda name, v: np.einsum("ble,ehd->blhd", v, p[name]["kernel"]) + p[name]["bias"]  # noqa: E731
     xn = np.asarray(x)

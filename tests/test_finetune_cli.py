@@ -31,7 +31,7 @@ def _accuracy_by_hand(workdir: str) -> float:
     """glue_rte accuracy of the run's checkpoint, from a plain forward pass over every eval record."""
     config = checkpoint_dir.read_config(workdir)
     tokenizer = Tokenizer.load(config.data.vocab)  # the pretrained model's, which init_from names
-    task = downstream.tasks()["glue_rte"]
+    task = downstream.benchmarks()["glue_rte"]
     records = downstream.load_records(task, "eval")
     rows = task.features.encode(records, tokenizer, config.data.seq_length).arrays
     module = EncoderForSequenceClassification(config.model)
@@ -78,10 +78,16 @@ def test_fine_tuning_takes_the_modules_it_shares_with_the_pretrained_model_and_a
     module = EncoderForSequenceClassification(bert(vocab_size=512, hidden_size=32, num_layers=1, num_heads=2,
                                                    mlp_dim=64).model)
     fresh = nn.meta.unbox(module.init(jax.random.key(0), np.ones((1, 8), np.int32)))["params"]
-    params = pretrained_params(str(tmp_path / "pretrained"), fresh)
+    params, report = pretrained_params(str(tmp_path / "pretrained"), fresh)
     for name in ("encoder", "pooler"):
         jax.tree.map(np.testing.assert_array_equal, params[name], stored[name])
     jax.tree.map(np.testing.assert_array_equal, params["classifier"], fresh["classifier"])
+    assert report.new == ["classifier/bias", "classifier/kernel"]
+    assert set(report.dropped) == {"mlm_head/bias", "mlm_head/norm/bias", "mlm_head/norm/scale",
+                                   "mlm_head/transform/bias", "mlm_head/transform/kernel", "nsp_head/bias",
+                                   "nsp_head/kernel"}
+    assert len(report.loaded) == len(jax.tree.leaves(fresh)) - 2
+    assert "new, freshly initialised: 2 (classifier)" in report.text()
     _pretrained(str(tmp_path / "wider"), hidden_size=64)
     with pytest.raises(CheckpointMismatchError, match="mis-shaped: encoder/"):
         pretrained_params(str(tmp_path / "wider"), fresh)

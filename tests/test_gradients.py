@@ -5,7 +5,6 @@ bit-exact. contract_last: kernel gradients computed in the kernel's own layout. 
 table gradient without a transposed copy of the logits' gradient.
 """
 
-import dataclasses
 import functools
 import re
 
@@ -17,9 +16,11 @@ import pytest
 
 from plmjax.config import gpt, t5
 from plmjax.layers.block import TransformerStack
+from plmjax.config import RuntimeConfig
+from plmjax.layers import runtime
 from plmjax.layers.gradients import materialize_gradient, stored_p
 from plmjax.layers.linear import attend, attend_plain, contract_last, contract_last_plain
-from plmjax.models.pretraining import make_task
+from plmjax.models.task import make_model_task
 from test_sharding import SMALL, seq2seq_batch
 
 FUSED_COMPUTATION = re.compile(r"^%?(fused_computation[\w.\-]*) .*\{$")
@@ -27,13 +28,15 @@ FUSED_COMPUTATION = re.compile(r"^%?(fused_computation[\w.\-]*) .*\{$")
 
 def _stack_and_loss(num_layers: int, materialize: bool, kernel_grads_in_layout: bool = True):
     cfg = gpt(hidden_size=32, num_layers=num_layers, num_heads=2, mlp_dim=64, dropout_rate=0.0,
-              attention_dropout_rate=0.0, kernel_grads_in_layout=kernel_grads_in_layout).model
-    stack = TransformerStack(dataclasses.replace(cfg, materialize_layer_grads=materialize), num_layers, causal=True)
+              attention_dropout_rate=0.0).model
+    settings = RuntimeConfig(materialize_layer_grads=materialize, kernel_grads_in_layout=kernel_grads_in_layout)
+    stack = TransformerStack(cfg, num_layers, causal=True)
     x = jax.random.normal(jax.random.key(0), (2, 16, 32))
     params = stack.init(jax.random.key(1), x)
 
     def loss(params, x):
-        return jnp.sum(jnp.sin(stack.apply(params, x)))
+        with runtime.use(settings):  # read while the loss is traced
+            return jnp.sum(jnp.sin(stack.apply(params, x)))
 
     return loss, params, x
 
@@ -169,9 +172,16 @@ def test_projection_gradients_are_dots_reading_their_operands_in_place_the_kerne
 def test_t5_train_gradients_with_kernels_in_layout_equal_plain_autodiff(variant):
     """Dropout (also inside the FFN), tied embeddings, cross attention: every projection kind of a train step."""
     batch, model = seq2seq_batch(np.random.default_rng(0)), dict(SMALL, dropout_rate=0.1, **variant)
-    tasks = [make_task(t5(**model, kernel_grads_in_layout=flag)) for flag in (True, False)]
-    params = nn.meta.unbox(jax.jit(tasks[0].init)(jax.random.key(0), batch)["params"])
-    grads = [jax.jit(jax.grad(lambda p, task=task: task.loss(p, batch, jax.random.key(1), train=True)[0]))(params)
-             for task in tasks]
+    task = make_model_task(t5(**model))
+    params = nn.meta.unbox(jax.jit(task.init)(jax.random.key(0), batch)["params"])
+
+    def grads(in_layout: bool):
+        def loss(p):
+            with runtime.use(RuntimeConfig(kernel_grads_in_layout=in_layout)):
+                return task.loss(p, batch, jax.random.key(1), train=True)[0]
+
+        return jax.jit(jax.grad(loss))(params)
+
+    grads = [grads(True), grads(False)]
     jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-7), *grads)
     assert all(float(jnp.abs(leaf).max()) > 0 for leaf in jax.tree.leaves(grads[0]))

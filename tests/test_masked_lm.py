@@ -120,7 +120,7 @@ def test_convert_a_roberta_for_masked_lm_dir_and_train_without_nsp(models, tmp_p
     Tokenizer.train(DOCS, "wordpiece", VOCAB).save(hf_dir / "tokenizer.json")
     assert main(["convert", "--from", "hf", str(hf_dir), "--out", out]) == 0
     loaded = directory.load(out)
-    assert loaded.head == "masked_lm" and loaded.config.objective.nsp is False
+    assert loaded.head == "masked_lm" and loaded.config.objective.mlm.nsp is False
     cfg, params = hf.from_torch_model(models["roberta"])
     jax.tree.map(np.testing.assert_array_equal, loaded.params, params)
 

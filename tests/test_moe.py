@@ -16,7 +16,7 @@ from test_sharding import assert_trees_close, causal_batch
 from plmjax import partitioning
 from plmjax.config import ConfigError, MeshConfig, bert, gpt, load_config, t5
 from plmjax.layers import moe, routing
-from plmjax.models.pretraining import make_task
+from plmjax.models.task import make_model_task
 from plmjax.training import state as state_lib
 from plmjax.training.optimizer import make_optimizer
 
@@ -63,7 +63,7 @@ def test_expert_parallel_equals_one_device():
     """expert=4 x data=2 on 8 devices: same loss, router decisions, statistics and gradients as 1 device."""
     config = gpt(**SMALL, **MOE, router_top_k=2, train_capacity_factor=1.0, router_jitter=0.1)
     batch = causal_batch(np.random.default_rng(0))
-    task = make_task(config)
+    task = make_model_task(config)
     params = nn.meta.unbox(jax.jit(task.init)(jax.random.key(0), batch)["params"])
     single = partitioning.make_mesh(MeshConfig(data=1), jax.devices()[:1])
     sharded = partitioning.make_mesh(MeshConfig(data=2, expert=4))
@@ -147,13 +147,14 @@ def test_expert_choice_fills_every_expert_to_capacity():
 def test_moe_lm_stays_causal_when_tokens_are_dropped():
     """Slots fill in token order, so later tokens cannot evict earlier ones: logits before t ignore t."""
     config = gpt(**SMALL, **MOE, router_top_k=2, eval_capacity_factor=0.5)
-    task = make_task(config)
+    task = make_model_task(config)
     batch = causal_batch(np.random.default_rng(0))
     params = nn.meta.unbox(jax.jit(task.init)(jax.random.key(0), batch)["params"])
     changed = dict(batch, input_ids=batch["input_ids"].copy())
     changed["input_ids"][:, 10:] = np.random.default_rng(1).integers(1, 96, (8, 6))
     forward = jax.jit(lambda b: task.forward({"params": params}, b, True))
-    (logits, stats), (logits_changed, _) = forward(batch), forward(changed)
+    (logits, sown), (logits_changed, _) = forward(batch), forward(changed)
+    stats = sown["moe"]
     assert float(stats["stack"]["layers_1"]["mlp"]["dropped_tokens"][0]) > 0
     np.testing.assert_allclose(logits_changed[:, :10], logits[:, :10], atol=1e-6)
 
@@ -162,7 +163,7 @@ def test_scanned_moe_stack_equals_the_unrolled_one():
     config = gpt(**SMALL, ffn_kind="moe", num_experts=4, train_capacity_factor=1.0)
     scanned = gpt(**SMALL, ffn_kind="moe", num_experts=4, train_capacity_factor=1.0, scan_layers=True)
     batch = causal_batch(np.random.default_rng(0))
-    task, scanned_task = make_task(config), make_task(scanned)
+    task, scanned_task = make_model_task(config), make_model_task(scanned)
     params = nn.meta.unbox(jax.jit(task.init)(jax.random.key(0), batch)["params"])
     layers = [params["stack"].pop(f"layers_{i}") for i in range(2)]
     stacked = dict(params, stack=dict(params["stack"], layers=jax.tree.map(lambda *xs: jnp.stack(xs), *layers)))
@@ -176,7 +177,7 @@ def test_scanned_moe_stack_equals_the_unrolled_one():
 
 def test_switch_t5_routes_in_both_stacks_and_adds_router_losses_to_the_loss():
     config = t5(v1_1=True, **SMALL, **MOE, router_z_loss_coef=0.01)
-    task = make_task(config)
+    task = make_model_task(config)
     rng = np.random.default_rng(0)
     batch = {"encoder_input_ids": rng.integers(1, 96, (2, 16)).astype(np.int32),
              "decoder_input_ids": rng.integers(1, 96, (2, 6)).astype(np.int32),
@@ -185,7 +186,7 @@ def test_switch_t5_routes_in_both_stacks_and_adds_router_losses_to_the_loss():
     params = nn.meta.unbox(jax.jit(task.init)(jax.random.key(0), batch)["params"])
     assert {"wi_0", "wi_1", "wo"} == set(params["encoder"]["layers_0"]["mlp"])  # layer 0 dense, gated
     assert params["decoder"]["layers_1"]["mlp"]["experts"]["wi_0"]["kernel"].shape == (4, 32, 64)
-    stats, metrics = jax.jit(lambda p: (task.forward({"params": p}, batch, True)[1], task.loss(p, batch)[1]))(params)
+    stats, metrics = jax.jit(lambda p: (task.forward({"params": p}, batch, True)[1]["moe"], task.loss(p, batch)[1]))(params)
     assert set(stats) == {"encoder", "decoder"}
     aux = np.mean([stats[s]["layers_1"]["mlp"]["aux_loss"][0] for s in ("encoder", "decoder")])
     z = np.mean([stats[s]["layers_1"]["mlp"]["z_loss"][0] for s in ("encoder", "decoder")])
@@ -202,7 +203,7 @@ def test_inconsistent_moe_settings_are_config_errors():
     with pytest.raises(ConfigError, match="router_top_k"):
         gpt(**SMALL, **MOE, router_top_k=5)
     config = gpt(**SMALL, ffn_kind="moe", num_experts=6)
-    task = make_task(config)
+    task = make_model_task(config)
     with jax.set_mesh(partitioning.make_mesh(MeshConfig(data=2, expert=4))), partitioning.axis_rules():
         with pytest.raises(ConfigError, match="num_experts=6 does not split over mesh.expert=4"):
             jax.eval_shape(task.init, jax.random.key(0), causal_batch(np.random.default_rng(0)))
@@ -211,7 +212,7 @@ def test_inconsistent_moe_settings_are_config_errors():
 def abstract_state(config, mesh_shape, batch):
     """The train state's ShapeDtypeStructs with their shardings on a fake mesh of any size."""
     mesh = AbstractMesh(mesh_shape, partitioning.MESH_AXES, axis_types=(jax.sharding.AxisType.Auto,) * 3)
-    task = make_task(config)
+    task = make_model_task(config)
     return state_lib.state_shardings(task, make_optimizer(config.optimizer, 10), mesh, batch)[0]
 
 
@@ -255,7 +256,7 @@ def test_switch_base_64_preset_splits_experts_over_expert_and_model_axes():
 
 def active_params_per_token(config) -> float:
     """Parameters a token passes through: all but the experts, plus top_k of every MoE layer's E experts."""
-    task = make_task(config)
+    task = make_model_task(config)
     ids = np.zeros((1, 8), np.int32)
     shapes = jax.eval_shape(lambda: nn.meta.unbox(task.init(jax.random.key(0), {"input_ids": ids})["params"]))
     total = 0.0

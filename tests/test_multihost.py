@@ -27,7 +27,7 @@ from plmjax.training.trainer import Trainer
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CONFIG = os.path.join(ROOT, "configs", "bert_tiny.py")
 TINY = ["model.vocab_size=512", "model.hidden_size=32", "model.mlp_dim=64", "model.num_layers=1",
-        "data.seq_length=32", "data.batch_size=16", "objective.max_predictions=5", "mesh.data=-1",
+        "data.seq_length=32", "data.batch_size=16", "objective.mlm.max_predictions=5", "mesh.data=-1",
         "train.num_steps=5", "train.log_every=1", "train.eval_steps=1", "train.checkpoint_every=3"]
 
 

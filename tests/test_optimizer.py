@@ -1,6 +1,4 @@
-"""Schedules hit their known values, weight decay skips biases and scales, clipping is wired in."""
-
-import dataclasses
+"""Schedules hit their known values, weight decay skips biases and scales, the step clips before the optimizer."""
 
 import flax.linen as nn
 import jax
@@ -11,6 +9,8 @@ import pytest
 
 from plmjax.config import OptimizerConfig
 from plmjax.training.optimizer import decay_mask, make_optimizer, make_schedule
+from plmjax.training.state import TrainState
+from plmjax.training.step import apply_gradients
 
 
 def lr_at(schedule, step):
@@ -102,17 +102,18 @@ def test_steps_match_optax_adamw_on_clipped_grads():
     ours = make_optimizer(cfg, 10)
     reference = optax.adamw(make_schedule(cfg, 10), b1=cfg.b1, b2=cfg.b2, eps=cfg.eps, weight_decay=cfg.weight_decay,
                             mask={"w": True, "bias": False})
-    p_ours, s_ours = params, ours.init(params)
+    state = TrainState(step=jnp.zeros((), jnp.int32), params=params, opt_state=ours.init(params))
     p_ref, s_ref = params, reference.init(params)
     for scale in (1.0, 1e4, 1e6, 0.1):  # under the clip threshold, far above it, then under again
         g = jax.tree.map(lambda x: x * scale, grads)
         norm = float(optax.tree.norm(g))
         clipped = jax.tree.map(lambda x: x * min(1.0, 1.0 / norm), g)
-        u_ours, s_ours = ours.update(g, s_ours, p_ours)
+        state = apply_gradients(state, g, ours, max_norm=cfg.clip_grad_norm)
         u_ref, s_ref = reference.update(clipped, s_ref, p_ref)
-        p_ours, p_ref = optax.apply_updates(p_ours, u_ours), optax.apply_updates(p_ref, u_ref)
-        for a, b in zip(jax.tree.leaves(p_ours), jax.tree.leaves(p_ref)):
+        p_ref = optax.apply_updates(p_ref, u_ref)
+        for a, b in zip(jax.tree.leaves(state.params), jax.tree.leaves(p_ref)):
             np.testing.assert_allclose(a, b, rtol=1e-5)
+    p_ours = state.params
     assert float(optax.tree.norm(p_ours)) != pytest.approx(float(optax.tree.norm(params)))
 
 
@@ -123,15 +124,17 @@ def test_clipping_bounds_what_adam_sees_from_huge_gradients():
     small = jax.tree.map(lambda g: g * 1e-3, grads)  # norm 4.6e-4: left alone
     huge = jax.tree.map(lambda g: g * 1e6, grads)  # norm 4.6e5: rescaled to norm 1
 
-    def moments_after_spike(opt):
-        state = opt.update(small, opt.init(params), params)[1]
-        adam_state = opt.update(huge, state, params)[1][1][0]
-        return adam_state.mu, adam_state.nu
+    def moments_after_spike(max_norm):
+        opt = make_optimizer(cfg, 10)
+        state = TrainState(step=jnp.zeros((), jnp.int32), params=params, opt_state=opt.init(params))
+        for g in (small, huge):
+            state = apply_gradients(state, g, opt, max_norm=max_norm)
+        return state.opt_state[0].mu, state.opt_state[0].nu
 
-    mu, nu = moments_after_spike(make_optimizer(cfg, 10))
+    mu, nu = moments_after_spike(cfg.clip_grad_norm)
     unit = jax.tree.map(lambda g: g / optax.tree.norm(grads), grads)
     for k in grads:
         np.testing.assert_allclose(mu[k], 0.9 * 0.1 * small[k] + 0.1 * unit[k], rtol=1e-5)
         np.testing.assert_allclose(nu[k], 0.999 * 0.001 * small[k] ** 2 + 0.001 * unit[k] ** 2, rtol=1e-4)
-    raw_mu, _ = moments_after_spike(make_optimizer(dataclasses.replace(cfg, clip_grad_norm=0.0), 10))
+    raw_mu, _ = moments_after_spike(0.0)
     assert float(optax.tree.norm(raw_mu)) > 1e4 > 1.0 > float(optax.tree.norm(mu))

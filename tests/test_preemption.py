@@ -27,7 +27,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CONFIG = os.path.join(ROOT, "configs", "bert_tiny.py")
 NUM_STEPS, CHECKPOINT_EVERY = 200, 50  # enough steps that a signal sent after step 3 lands mid-run
 TINY = ["model.vocab_size=512", "model.hidden_size=32", "model.mlp_dim=64", "model.num_layers=1",
-        "data.seq_length=32", "data.batch_size=8", "objective.max_predictions=5", "mesh.data=1",
+        "data.seq_length=32", "data.batch_size=8", "objective.mlm.max_predictions=5", "mesh.data=1",
         f"train.num_steps={NUM_STEPS}", "train.log_every=1", "train.eval_every=0", "train.eval_steps=1",
         f"train.checkpoint_every={CHECKPOINT_EVERY}"]
 

@@ -24,7 +24,7 @@ from plmjax.data import registry, sources, vocabularies
 from plmjax.data.corpus import load_documents
 from plmjax.data.pipeline import split_documents
 from plmjax.data.pretraining_tasks import LOCAL_EVAL_FRACTION
-from plmjax.models.pretraining import make_task
+from plmjax.models.task import make_model_task
 from plmjax.objectives.span_corruption import compute_input_and_target_lengths
 from plmjax.training.metrics import read_metrics
 from plmjax.training.trainer import Trainer
@@ -58,7 +58,7 @@ def tiny_config(objective: str, mixture: str, **data):
     config.data.mixture, config.data.seq_length, config.data.batch_size = mixture, LENGTH, BATCH
     for key, value in data.items():
         setattr(config.data, key, value)
-    config.objective.nsp = False
+    config.objective.mlm.nsp = False
     config.mesh.data = 1
     return config
 
@@ -108,7 +108,7 @@ def expected_shapes(objective: str, config) -> dict[str, tuple[int, ...]]:
         return {"encoder_input_ids": (BATCH, LENGTH), **{k: (BATCH, targets) for k in
                 ("decoder_input_ids", "decoder_target_ids", "decoder_weights")}}
     if objective == "mlm":
-        predictions = config.objective.max_predictions
+        predictions = config.objective.mlm.max_predictions
         return {**{k: (BATCH, LENGTH) for k in ("input_ids", "segment_ids", "attention_mask")},
                 **{k: (BATCH, predictions) for k in ("masked_positions", "masked_ids", "masked_weights")}}
     return {k: (BATCH, LENGTH) for k in ("input_ids", "target_ids", "weights")}
@@ -121,7 +121,7 @@ def test_every_task_and_mixture_yields_model_ready_batches(vocabs, mock_c4, tmp_
     config = tiny_config(objective, name)
     batch = sources.make_source(config, vocabs[objective], "train").batch(0)
     assert {k: v.shape for k, v in batch.items()} == expected_shapes(objective, config)
-    make_task(config).validate(batch)  # ids inside the model's vocabulary, every feature the model reads
+    make_model_task(config).validate(batch)  # ids inside the model's vocabulary, every feature the model reads
     assert sources.make_source(config, vocabs[objective], "eval").batch(1).keys() == batch.keys()
 
 
@@ -301,8 +301,8 @@ def test_objective_and_task_must_agree(vocabs):
     with pytest.raises(ValueError, match="trains objective.kind='mlm', but the config says 'span_corruption'"):
         sources.make_source(tiny_config("span_corruption", "pydoc_mlm"), vocabs["mlm"], "train")
     config = tiny_config("mlm", "pydoc_mlm")
-    config.objective.nsp = True
-    with pytest.raises(ValueError, match="set objective.nsp=false"):
+    config.objective.mlm.nsp = True
+    with pytest.raises(ValueError, match="set objective.mlm.nsp=false"):
         sources.make_source(config, vocabs["mlm"], "train")
     with pytest.raises(ValueError, match=r"pydoc_mlm needs \[CLS\], \[SEP\] and \[MASK\]"):
         registry.resolve("pydoc_mlm", vocabs["lm"])
@@ -313,10 +313,11 @@ def _register_records(name: str, records: list[dict]) -> None:
         return tf.data.Dataset.from_tensor_slices({k: [r[k] for r in records] for k in records[0]})
 
     from plmjax.data import pretraining_tasks
+    from plmjax.objectives import builtin
 
-    registry.register_task(name, lambda task_name, vocab: pretraining_tasks.make_task(
-        task_name, vocab, seqio.FunctionDataSource(dataset_fn, splits=("train", "validation")), "lm"),
-        pretraining_tasks.lm_batcher)
+    registry.register_task(name, lambda task_name, vocab: pretraining_tasks.seqio_task(
+        task_name, vocab, seqio.FunctionDataSource(dataset_fn, splits=("train", "validation")), "causal_lm"),
+        builtin.causal_lm_batcher)
 
 
 def test_a_malformed_record_is_a_clear_error_not_a_skip(vocabs):

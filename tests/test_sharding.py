@@ -9,7 +9,7 @@ from jax.sharding import PartitionSpec as P
 
 from plmjax import partitioning
 from plmjax.config import MeshConfig, bert, gpt, t5
-from plmjax.models.pretraining import make_task
+from plmjax.models.task import make_model_task
 from plmjax.objectives.mlm import mask_tokens
 from plmjax.training import state as state_lib
 from plmjax.training.optimizer import make_optimizer
@@ -47,7 +47,7 @@ FAMILIES = {"bert": (bert, mlm_batch), "t5": (t5, seq2seq_batch), "gpt": (gpt, c
 
 def loss_grads_and_step(config, batch, mesh):
     """(loss, grads, params after two train steps) computed on `mesh`."""
-    task = make_task(config)
+    task = make_model_task(config)
     optimizer = make_optimizer(config.optimizer, config.train.num_steps)
     _, shardings = state_lib.state_shardings(task, optimizer, mesh, batch)
     state = state_lib.init_state(task, optimizer, batch, shardings, seed=0)

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from plmjax.config import bert, load_config
-from plmjax.models.pretraining import make_task
+from plmjax.models.task import make_model_task
 from plmjax.training.checkpoints import CheckpointMismatchError
 from plmjax.training.metrics import read_metrics
 from plmjax.training.trainer import Trainer, TrainingError
@@ -23,7 +23,7 @@ def tiny_config(**model):
     config = bert(**{**dict(vocab_size=512, hidden_size=32, num_layers=2, num_heads=2, mlp_dim=64,
                             max_length=64), **model})
     config.data.seq_length, config.data.batch_size = 64, 8
-    config.objective.max_predictions = 10
+    config.objective.mlm.max_predictions = 10
     config.optimizer.learning_rate, config.optimizer.warmup_steps = 3e-3, 2
     config.train.num_steps, config.train.log_every, config.train.eval_steps = 20, 1, 2
     config.mesh.data = 1
@@ -114,7 +114,7 @@ def test_tokenizer_larger_than_the_model_vocab_is_refused(tmp_path):
 
 
 def test_token_id_outside_vocab_is_refused_before_the_device():
-    task = make_task(tiny_config(vocab_size=256))
+    task = make_model_task(tiny_config(vocab_size=256))
     ids = np.full((2, 8), 7, np.int32)
     ids[1, 3] = 300
     batch = {"input_ids": ids, "masked_ids": np.zeros((2, 2), np.int32)}

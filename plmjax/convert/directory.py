@@ -17,7 +17,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
-from typing import Any, Mapping
+from typing import Any, Callable, Mapping
 
 import jax
 import jax.numpy as jnp
@@ -106,8 +106,8 @@ def head(directory: str) -> str | None:
     return hf.head_from_hf(hf_config) or hf.default_head(hf_config["model_type"])
 
 
-def abstract_params(cfg, head_name: str | None = None) -> Any:
-    """ShapeDtypeStructs of the parameters of `hf.module_for(cfg, head_name)`; nothing is allocated."""
+def _init_params(cfg, head_name: str | None):
+    """key -> the parameters of `hf.module_for(cfg, head_name)` initialised from that key."""
     import flax.linen as nn
 
     from plmjax.convert import hf
@@ -115,14 +115,26 @@ def abstract_params(cfg, head_name: str | None = None) -> Any:
     module = hf.module_for(cfg, head_name)(cfg)
     ids = jnp.zeros((1, 1), jnp.int32)
     inputs = (ids, ids) if cfg.arch == "encoder_decoder" else (ids,)
-    return nn.meta.unbox(jax.eval_shape(lambda: module.init(jax.random.key(0), *inputs))["params"])
+    return lambda key: nn.meta.unbox(module.init(key, *inputs)["params"])
 
 
-def restore_params(directory: str, abstract: Any) -> tuple[Any, int]:
+def abstract_params(cfg, head_name: str | None = None) -> Any:
+    """ShapeDtypeStructs of the parameters of `hf.module_for(cfg, head_name)`; nothing is allocated."""
+    return jax.eval_shape(_init_params(cfg, head_name), jax.random.key(0))
+
+
+def fresh_params(config: Config, head_name: str | None = None) -> Any:
+    """The fresh initialisation (train.seed) of `hf.module_for(config.model, head_name)`'s parameters."""
+    return jax.jit(_init_params(config.model, head_name))(jax.random.key(config.train.seed))
+
+
+def restore_params(directory: str, abstract: Any, fresh: Callable[[], Any] | None = None) -> tuple[Any, int]:
     """(params, step) from a converted checkpoint (step 0) or a workdir's latest checkpoint.
 
     `abstract`: ShapeDtypeStructs, with shardings to restore straight into them (else numpy arrays).
     Missing, unexpected or mis-shaped parameters raise one CheckpointMismatchError naming them all.
+    A run that trained only some parameters (train.trainable) stores only those: they are put on the base
+    it was trained on (train.init_from, mapped onto `fresh()`, the model's fresh initialisation), checked first.
     """
     import orbax.checkpoint as ocp
 
@@ -142,7 +154,24 @@ def restore_params(directory: str, abstract: Any) -> tuple[Any, int]:
         step = checkpointer.latest_step()
         if step is None:
             raise missing
-        return checkpointer.restore_params(step, abstract), step
+        base = checkpointer.restore_extra(step).get("base")
+        if base is None:
+            return checkpointer.restore_params(step, abstract), step
+        return _on_base(read_config(directory), checkpointer, step, base, abstract, fresh), step
+
+
+def _on_base(config: Config, checkpointer, step: int, recorded: dict, abstract: Any, fresh) -> Any:
+    """A trainable-only checkpoint's parameters on the base they were trained on (see restore_params)."""
+    from plmjax.training import trainable, transfer
+
+    if fresh is None:
+        raise ConfigError(f"checkpoint step {step} in {checkpointer.directory} holds only the trainable parameters; "
+                          "this command cannot rebuild their base")
+    paths = trainable.trainable_paths(config.train.trainable, abstract)
+    params = transfer.start_params(config, abstract, fresh)
+    transfer.check_base(recorded, transfer.base_record(config, params, paths),
+                        f"checkpoint step {step} in {checkpointer.directory}")
+    return trainable.merge(params, checkpointer.restore_params(step, trainable.select(abstract, paths)))
 
 
 @dataclasses.dataclass
@@ -166,5 +195,7 @@ def load(directory: str, overrides: list[str] | tuple[str, ...] = ()) -> Loaded:
     config = read_config(directory, overrides)
     tokenizer = load_tokenizer(directory, config)
     head_name = head(directory)
-    params, step = restore_params(directory, abstract_params(config.model, head_name))
+    params, step = restore_params(directory, abstract_params(config.model, head_name),
+                                  fresh=lambda: fresh_params(config, head_name))
     return Loaded(config, head_name, params, tokenizer, step)
+

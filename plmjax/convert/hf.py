@@ -394,10 +394,10 @@ def rule_keys(model_type: str, cfg: ModelConfig, head: str | None = None) -> set
     return {r.key for r in family(model_type).rules(cfg, **_head_kwargs(model_type, head))}
 
 
-# Fields that do not change what a trained model computes (layout, precision, training-time
-# settings): an export need not preserve them.
+# Model fields that do not change what a trained model computes (layout, precision, training-time
+# settings): an export need not preserve them. (How it executes is config.runtime, not the model's.)
 RUNTIME_FIELDS = ("scan_layers", "remat", "dtype", "init", "initializer_range", "dropout_rate",
-                  "attention_dropout_rate", "ffn_dropout", "dropout_bits", "materialize_layer_grads")
+                  "attention_dropout_rate", "ffn_dropout")
 
 
 def _effective(cfg: ModelConfig) -> ModelConfig:

@@ -62,7 +62,8 @@ def base_config(model: ModelConfig, source: str, head: str | None = None) -> Con
     """A Config around a release's model: its family's objective (MLM without NSP for a masked_lm head),
     and the sequence length the release states (sentence-transformers' max_seq_length) or plmjax's
     default, within the position table."""
-    config = Config(model=model, objective=ObjectiveConfig(kind=OBJECTIVES[model.arch], nsp=head != "masked_lm"))
+    config = Config(model=model, objective=ObjectiveConfig(kind=OBJECTIVES[model.arch]))
+    config.objective.mlm.nsp = head != "masked_lm"
     st_config = pathlib.Path(source) / "sentence_bert_config.json"
     length = json.loads(st_config.read_text()).get("max_seq_length") if st_config.is_file() else None
     length = int(length or config.data.seq_length)

@@ -31,7 +31,7 @@ registry.py      the one place tasks and mixtures are registered (no TF import):
     imported on first use. seqio splits are 'train' and 'validation' (the run's 'eval').
 
 pretraining_tasks.py  {c4,pydoc}_{span_corruption,mlm,lm}, c4_*:TFDS_CONFIG, text_files_*:GLOB,
-                 c4_pydoc_* mixtures; make_task(name, vocab, source, objective) and keep_text/pack.
+                 c4_pydoc_* mixtures; seqio_task(name, vocab, source, objective) and keep_text/pack.
 
 sources.py       the trainer's dispatch (`plmjax train --mixture NAME` = --set data.mixture=NAME):
     build_vocabulary(config, workdir)    the run's tokenizer or seqio vocabulary

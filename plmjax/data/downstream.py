@@ -1,6 +1,6 @@
 """Downstream tasks (GLUE, SuperGLUE, SQuAD): what a task is, where its records come from, its names.
 
-A `DownstreamTask` names its tfds data, the gold value of a record, its official metric and two
+A `Benchmark` names its tfds data, the gold value of a record, its official metric and two
 formats: `text_to_text` (T5 prompts and label strings, for encoder-decoder models) and `features`
 (rows for an encoder head, see plmjax.data.encoding). Records are plain dicts (text decoded to
 str); a record that breaks the task's assumptions is an error naming the task, split and record,
@@ -8,7 +8,7 @@ never skipped.
 
 Registered names are `<benchmark>_<dataset>_<format>` with the formats `t2t` and `features`;
 `resolve("glue_rte", arch)` picks the format the model architecture trains (encoder-decoder:
-t2t; encoder: features). BENCHMARKS groups the tasks a benchmark score averages.
+t2t; encoder: features). SUITES groups the tasks a benchmark score averages.
 """
 
 from __future__ import annotations
@@ -58,7 +58,7 @@ class Features(Protocol):
 
 
 @dataclasses.dataclass(frozen=True)
-class DownstreamTask:
+class Benchmark:
     """One evaluated dataset: tfds data, gold values, official metric, both formats."""
 
     name: str  # without the format suffix, e.g. glue_mnli_matched
@@ -84,32 +84,32 @@ def on_values(metric: Callable[..., dict[str, float]]) -> Callable[[list, list, 
 
 # ---------------------------------------------------------------- names
 
-TASKS: dict[str, DownstreamTask] = {}
-BENCHMARKS: dict[str, tuple[str, ...]] = {}
+BENCHMARKS: dict[str, Benchmark] = {}
+SUITES: dict[str, tuple[str, ...]] = {}
 
 
-def add(task: DownstreamTask) -> None:
-    if task.name in TASKS:
+def add(task: Benchmark) -> None:
+    if task.name in BENCHMARKS:
         raise ValueError(f"downstream task {task.name!r} is defined twice")
-    TASKS[task.name] = task
+    BENCHMARKS[task.name] = task
 
 
 def _load_definitions() -> None:
     """Import the benchmark modules once; each adds its tasks and its benchmark group."""
-    if not TASKS:
+    if not BENCHMARKS:
         from plmjax.data import glue, squad, superglue  # noqa: F401
 
 
-def tasks() -> dict[str, DownstreamTask]:
+def benchmarks() -> dict[str, Benchmark]:
     """Every defined task by name (without format suffix)."""
     _load_definitions()
-    return dict(TASKS)
+    return dict(BENCHMARKS)
 
 
 def training_data(name: str) -> tuple[str, str]:
     """The tfds data a model for task `name` trains on: its own, or a diagnostic's stand-in task's."""
-    task = tasks()[name]
-    return task.train_data or tasks()[task.train_instead].train_data
+    task = benchmarks()[name]
+    return task.train_data or benchmarks()[task.train_instead].train_data
 
 
 def parse(name: str) -> tuple[str, str | None] | None:
@@ -117,17 +117,17 @@ def parse(name: str) -> tuple[str, str | None] | None:
     _load_definitions()
     for fmt in FORMATS:
         base = name.removesuffix(f"_{fmt}")
-        if base != name and (base in TASKS or base in BENCHMARKS):
+        if base != name and (base in BENCHMARKS or base in SUITES):
             return base, fmt
-    return (name, None) if name in TASKS or name in BENCHMARKS else None
+    return (name, None) if name in BENCHMARKS or name in SUITES else None
 
 
 def resolve(name: str, arch: str) -> tuple[str, str]:
     """(task or benchmark, format) of `name` for a model of `arch`; the format follows the architecture."""
     parsed = parse(name)
     if parsed is None:
-        raise ValueError(f"unknown task {name!r}; tasks: {', '.join(TASKS)} (each also as NAME_t2t and "
-                         f"NAME_features); benchmarks: {', '.join(BENCHMARKS)}")
+        raise ValueError(f"unknown task {name!r}; tasks: {', '.join(BENCHMARKS)} (each also as NAME_t2t and "
+                         f"NAME_features); benchmarks: {', '.join(SUITES)}")
     base, fmt = parsed
     wanted = {a: f for f, a in FORMATS.items()}.get(arch)
     if wanted is None:
@@ -143,7 +143,7 @@ def expand(name: str) -> list[str]:
     parsed = parse(name)
     if parsed is None:
         resolve(name, "encoder")  # raises, listing the known names
-    return list(BENCHMARKS.get(parsed[0], (parsed[0],)))
+    return list(SUITES.get(parsed[0], (parsed[0],)))
 
 
 # ---------------------------------------------------------------- records
@@ -162,7 +162,7 @@ def _plain(value: Any) -> Any:
     return value
 
 
-def load_records(task: DownstreamTask, which: str) -> list[Record]:
+def load_records(task: Benchmark, which: str) -> list[Record]:
     """Every record of the task's `which` ('train' or 'eval') split, checked, in tfds order."""
     import tensorflow_datasets as tfds
 

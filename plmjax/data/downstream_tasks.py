@@ -20,7 +20,7 @@ import tensorflow as tf
 
 from plmjax.config import Config
 from plmjax.data import downstream
-from plmjax.data.downstream import DownstreamTask
+from plmjax.data.downstream import Benchmark
 from plmjax.data.encoding import encoder_tokenizer
 from plmjax.data.registry import Batcher, register_mixture, register_task
 
@@ -41,7 +41,7 @@ ROW_FEATURES = {
 }
 
 
-def _records(task: DownstreamTask, split: str) -> list[downstream.Record]:
+def _records(task: Benchmark, split: str) -> list[downstream.Record]:
     return downstream.load_records(task, "train" if split == "train" else "eval")
 
 
@@ -52,7 +52,7 @@ def _shuffled(dataset: tf.data.Dataset, size: int, shuffle: bool, seed: int | No
 # ---------------------------------------------------------------- text to text
 
 
-def text_source(task: DownstreamTask) -> seqio.FunctionDataSource:
+def text_source(task: Benchmark) -> seqio.FunctionDataSource:
     """{inputs, targets} strings: the task's prompt and target(s) of each record."""
     fmt = task.text_to_text
 
@@ -67,7 +67,7 @@ def text_source(task: DownstreamTask) -> seqio.FunctionDataSource:
     return seqio.FunctionDataSource(dataset_fn, splits=SPLITS)
 
 
-def text_to_text_task(task: DownstreamTask, name: str, vocabulary) -> seqio.Task:
+def text_to_text_task(task: Benchmark, name: str, vocabulary) -> seqio.Task:
     features = {key: seqio.Feature(vocabulary, add_eos=True) for key in ("inputs", "targets")}
     return seqio.Task(name, text_source(task), output_features=features, preprocessors=[
         functools.partial(seqio.preprocessors.tokenize, copy_pretokenized=False), seqio.CacheDatasetPlaceholder(),
@@ -94,7 +94,7 @@ def text_to_text_batcher(config: Config, vocabulary) -> Batcher:
 # ---------------------------------------------------------------- encoder features
 
 
-def record_source(task: DownstreamTask) -> seqio.FunctionDataSource:
+def record_source(task: Benchmark) -> seqio.FunctionDataSource:
     """Each record as one JSON string (records nest lists and dicts that tf.data cannot hold)."""
 
     def dataset_fn(split: str, shuffle_files: bool, seed: int | None = None) -> tf.data.Dataset:
@@ -109,7 +109,7 @@ def _rows_shape(rank: int, length: int) -> list[int | None]:
     return [None] + ([None] * (rank - 1) + [length] if rank else [])
 
 
-def encode_rows(dataset: tf.data.Dataset, sequence_length, task: DownstreamTask, tokenizer) -> tf.data.Dataset:
+def encode_rows(dataset: tf.data.Dataset, sequence_length, task: Benchmark, tokenizer) -> tf.data.Dataset:
     """Each JSON record -> its encoder rows (one, or a window / candidate each) at the run's length."""
     specs = ROW_FEATURES[task.features.head]
     length = sequence_length[LENGTH_KEY]
@@ -127,7 +127,7 @@ def encode_rows(dataset: tf.data.Dataset, sequence_length, task: DownstreamTask,
     return dataset.map(rows, num_parallel_calls=tf.data.AUTOTUNE).unbatch()
 
 
-def features_task(task: DownstreamTask, name: str, vocabulary) -> seqio.Task:
+def features_task(task: Benchmark, name: str, vocabulary) -> seqio.Task:
     tokenizer = encoder_tokenizer(vocabulary)
     features = {
         key: seqio.Feature(vocabulary if key == "input_ids" else seqio.PassThroughVocabulary(0), add_eos=False,
@@ -147,7 +147,7 @@ def features_batcher(config: Config, vocabulary) -> Batcher:
 
 
 def _register() -> None:
-    for name, task in downstream.tasks().items():
+    for name, task in downstream.benchmarks().items():
         register_task(f"{name}_t2t", lambda seqio_name, vocab, t=task: text_to_text_task(t, seqio_name, vocab),
                       text_to_text_batcher)
         register_task(f"{name}_features", lambda seqio_name, vocab, t=task: features_task(t, seqio_name, vocab),

@@ -7,7 +7,7 @@ GLUE pairs in their TSV order. STS-B targets are the score rounded to 0.2 with o
 from __future__ import annotations
 
 from plmjax.data import metrics
-from plmjax.data.downstream import BENCHMARKS, DownstreamTask, Record, TextToText, add, label, on_values
+from plmjax.data.downstream import SUITES, Benchmark, Record, TextToText, add, label, on_values
 from plmjax.data.encoding import PairClassification, fields
 from plmjax.data.prompts import classification_task, t5_prompt
 
@@ -65,8 +65,8 @@ def _check_score(record: Record) -> None:
         raise ValueError(f"STS-B score {record['label']!r} is outside [0, 5]")
 
 
-def _stsb() -> DownstreamTask:
-    return DownstreamTask(
+def _stsb() -> Benchmark:
+    return Benchmark(
         name="glue_stsb", eval_data=("glue/stsb", "validation"), train_data=("glue/stsb", "train"),
         gold=label, metric=on_values(metrics.pearson_spearman),
         text_to_text=TextToText(prompt=t5_prompt("stsb", ("sentence1", "sentence2")),
@@ -81,4 +81,4 @@ for _name, (_config, _split) in _EVALUATED.items():
 # AX, the diagnostic: MNLI's format and model, a test split only, scored by (3-class) Matthews correlation.
 _add_classification("ax", "mnli", ("glue/ax", "test"), train=False, metric=metrics.matthews_corr)
 add(_stsb())
-BENCHMARKS["glue"] = tuple(name for names in metrics.GLUE_SCORE_TASKS.values() for name in names)
+SUITES["glue"] = tuple(name for names in metrics.GLUE_SCORE_TASKS.values() for name in names)

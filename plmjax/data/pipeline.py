@@ -24,6 +24,7 @@ from etils import epath
 from plmjax.config import Config
 from plmjax.data.corpus import load_documents, split_sentences
 from plmjax.data.tokenizer import Tokenizer
+from plmjax.objectives import registry
 from plmjax.objectives.causal_lm import shift_for_causal_lm
 from plmjax.objectives.mlm import mask_tokens
 from plmjax.objectives.span_corruption import (
@@ -36,7 +37,7 @@ SPLIT_CODES = {"train": 0, "eval": 1}
 MAX_T5_SENTINELS = 100
 
 Features = dict[str, np.ndarray]
-Objective = Callable[[Features, np.random.Generator], Features]
+Finish = Callable[[Features, np.random.Generator], Features]
 
 
 # A directory's own vocabulary, in order of preference: a run's (or a converted release's) tokenizer.json,
@@ -90,7 +91,7 @@ class BatchSource:
     """Fixed examples plus an objective; `batch(step)` is a pure function of (seed, split, step)."""
 
     def __init__(
-        self, examples: Features, objective: Objective, batch_size: int, seed: int, split: str
+        self, examples: Features, objective: Finish, batch_size: int, seed: int, split: str
     ):
         self.examples = examples  # arrays with a leading example axis, before the objective
         self.objective = objective
@@ -136,13 +137,8 @@ def split_documents(documents: Sequence[str], eval_fraction: float, split: str) 
 
 
 def make_source(config: Config, tokenizer: Tokenizer, split: str) -> BatchSource:
-    """Batches of `split` for config.model.arch + config.objective.kind."""
-    key = (config.model.arch, config.objective.kind)
-    if key not in _BUILDERS:
-        raise ValueError(
-            f"no pretraining pipeline for model.arch={key[0]!r} with objective.kind={key[1]!r}; "
-            f"supported: {', '.join(f'{a}+{k}' for a, k in _BUILDERS)}"
-        )
+    """Batches of `split` for config.objective.kind (its registered corpus pipeline)."""
+    objective = registry.for_config(config)
     if tokenizer.vocab_size > config.model.vocab_size:
         raise ValueError(
             f"the tokenizer has {tokenizer.vocab_size} ids but "
@@ -152,8 +148,8 @@ def make_source(config: Config, tokenizer: Tokenizer, split: str) -> BatchSource
         load_documents(config.data.corpus), config.data.eval_fraction, split
     )
     rng = np.random.default_rng([config.data.seed, 0, SPLIT_CODES[split], 2])
-    examples, objective = _BUILDERS[key](config, tokenizer, documents, rng)
-    source = BatchSource(examples, objective, config.data.batch_size, config.data.seed, split)
+    examples, finish = objective.examples(config, tokenizer, documents, rng)
+    source = BatchSource(examples, finish, config.data.batch_size, config.data.seed, split)
     if not source.num_examples:
         raise ValueError(
             f"the {split} split of corpus {config.data.corpus!r} ({len(documents)} documents) "
@@ -249,7 +245,7 @@ def _pair_row(
     return tokens, [0] * (len(a) + 2) + [1] * (len(b) + 1)
 
 
-def mlm_objective(config: Config, tokenizer: Tokenizer) -> Objective:
+def mlm_objective(config: Config, tokenizer: Tokenizer) -> Finish:
     """BERT's dynamic masking of the rows' `input_ids`, other features passed through."""
     if None in (tokenizer.cls_id, tokenizer.sep_id, tokenizer.mask_id):
         raise ValueError(
@@ -261,8 +257,8 @@ def mlm_objective(config: Config, tokenizer: Tokenizer) -> Objective:
         masked = mask_tokens(
             rows["input_ids"],
             step_rng,
-            mask_rate=config.objective.mask_rate,
-            max_predictions=config.objective.max_predictions,
+            mask_rate=config.objective.mlm.mask_rate,
+            max_predictions=config.objective.mlm.max_predictions,
             mask_id=tokenizer.mask_id,
             vocab_size=tokenizer.vocab_size,
             special_ids=special_ids,
@@ -272,13 +268,13 @@ def mlm_objective(config: Config, tokenizer: Tokenizer) -> Objective:
     return objective
 
 
-def _mlm_examples(
+def mlm_examples(
     config: Config, tokenizer: Tokenizer, documents: Sequence[str], rng: np.random.Generator
-) -> tuple[Features, Objective]:
+) -> tuple[Features, Finish]:
     """BERT inputs: NSP sentence pairs, or single [CLS] segment [SEP] rows when nsp is off."""
     objective = mlm_objective(config, tokenizer)
     length = config.data.seq_length
-    if config.objective.nsp:
+    if config.objective.mlm.nsp:
         pairs = _nsp_pairs(_document_segments(tokenizer, documents, target=(length - 3) // 2), rng)
         rows = [_pair_row(a, b, length, tokenizer) for a, b, _ in pairs]
         labels = {"nsp_labels": np.array([label for _, _, label in pairs], dtype=np.int32)}
@@ -303,10 +299,10 @@ def _mlm_examples(
 # ------------------------------------------------------------ encoder_decoder + span corruption
 
 
-def span_corruption_objective(config: Config, tokenizer: Tokenizer) -> tuple[int, Objective]:
+def span_corruption_objective(config: Config, tokenizer: Tokenizer) -> tuple[int, Finish]:
     """(raw window length, T5 span corruption of the rows' `tokens`) for config's lengths."""
-    density = config.objective.noise_density
-    span_length = config.objective.mean_noise_span_length
+    density = config.objective.span_corruption.noise_density
+    span_length = config.objective.span_corruption.mean_noise_span_length
     raw_length, needed_targets = compute_input_and_target_lengths(
         config.data.seq_length, density, span_length
     )
@@ -340,9 +336,9 @@ def span_corruption_objective(config: Config, tokenizer: Tokenizer) -> tuple[int
     return raw_length, objective
 
 
-def _span_examples(
+def span_examples(
     config: Config, tokenizer: Tokenizer, documents: Sequence[str], rng: np.random.Generator
-) -> tuple[Features, Objective]:
+) -> tuple[Features, Finish]:
     """T5 inputs: raw windows sized so the corrupted encoder input fills seq_length exactly."""
     raw_length, objective = span_corruption_objective(config, tokenizer)
     return {"tokens": _token_windows(tokenizer, documents, raw_length)}, objective
@@ -351,7 +347,7 @@ def _span_examples(
 # ---------------------------------------------------------------------- decoder + causal lm
 
 
-def causal_lm_objective(tokenizer: Tokenizer) -> Objective:
+def causal_lm_objective(tokenizer: Tokenizer) -> Finish:
     """Rows' `tokens` windows (seq_length+1) shifted into inputs and next-token targets."""
 
     def objective(rows: Features, step_rng: np.random.Generator) -> Features:
@@ -360,16 +356,9 @@ def causal_lm_objective(tokenizer: Tokenizer) -> Objective:
     return objective
 
 
-def _causal_examples(
+def causal_examples(
     config: Config, tokenizer: Tokenizer, documents: Sequence[str], rng: np.random.Generator
-) -> tuple[Features, Objective]:
+) -> tuple[Features, Finish]:
     """GPT inputs: windows of seq_length+1 tokens, shifted into inputs and next-token targets."""
     windows = _token_windows(tokenizer, documents, config.data.seq_length + 1)
     return {"tokens": windows}, causal_lm_objective(tokenizer)
-
-
-_BUILDERS = {
-    ("encoder", "mlm"): _mlm_examples,
-    ("encoder_decoder", "span_corruption"): _span_examples,
-    ("decoder", "causal_lm"): _causal_examples,
-}

@@ -1,12 +1,13 @@
-"""Pretraining tasks in seqio: span corruption, MLM and causal LM over C4, pydoc and text files.
+"""Pretraining tasks in seqio for every registered objective (span corruption, MLM, causal LM, plug-ins'),
+over C4, pydoc and text files.
 
-Names: `{c4,pydoc}_{span_corruption,mlm,lm}`; `c4_*:CONFIG` for the other tfds C4 configs
+Names: `{c4,pydoc}_{span_corruption,mlm,lm,...}`; `c4_*:CONFIG` for the other tfds C4 configs
 (en.noclean, realnewslike, webtextlike, multilingual); `text_files_*:GLOB` for UTF-8 files
 (blank lines separate documents); mixtures `c4_pydoc_*` (C4 with the Python reference at 10%).
 
 Each task keeps a record's `text`, tokenizes it, appends EOS after each document, and packs the
-token stream into full windows (T5's concat-and-split: no padding; only the tail is dropped). MLM
-windows are [CLS] ... [SEP], documents separated by [SEP] (RoBERTa's full sentences, no NSP). The
+token stream into full windows (T5's concat-and-split: no padding; only the tail is dropped). Encoder
+windows (MLM's) are [CLS] ... [SEP], documents separated by [SEP] (RoBERTa's full sentences, no NSP). The
 objective itself runs per batch in numpy (plmjax.objectives) with a generator keyed by
 (seed, step, split), so masks and spans are fresh each time a window comes back and a resumed
 run sees exactly the batches of an uninterrupted one.
@@ -17,7 +18,6 @@ from __future__ import annotations
 import functools
 from collections.abc import Sequence
 
-import numpy as np
 import seqio
 import tensorflow as tf
 
@@ -25,63 +25,14 @@ from plmjax.config import Config
 from plmjax.data import pipeline
 from plmjax.data.corpus import load_documents
 from plmjax.data.registry import Batcher, register_family, register_mixture, register_task
+from plmjax.objectives import builtin  # noqa: F401  (registers the built-in objectives)
+from plmjax.objectives import registry as registry_lib
+from plmjax.objectives.registry import Objective
 
 C4_VERSION = "3.1.0"
 LOCAL_EVAL_FRACTION = 0.05  # pydoc / text_files: the last 5% of documents are the validation split
 SPLITS = ("train", "validation")
 C4_PYDOC_RATES = (0.9, 0.1)
-
-
-# ---------------------------------------------------------------------- batchers (objective per batch)
-
-
-def _require_objective(config: Config, kind: str) -> None:
-    if config.objective.kind != kind:
-        raise ValueError(
-            f"this seqio task trains objective.kind={kind!r}, but the config says "
-            f"{config.objective.kind!r}; pick a task for the model's objective"
-        )
-
-
-def span_corruption_batcher(config: Config, vocabulary) -> Batcher:
-    """T5 span corruption of windows sized so the corrupted inputs fill seq_length exactly."""
-    _require_objective(config, "span_corruption")
-    raw_length, objective = pipeline.span_corruption_objective(config, vocabulary)
-    return Batcher({"targets": raw_length}, lambda rows, rng: objective({"tokens": rows["targets"]}, rng))
-
-
-def mlm_batcher(config: Config, vocabulary) -> Batcher:
-    """BERT masking of [CLS] window [SEP] rows of seq_length tokens."""
-    _require_objective(config, "mlm")
-    if config.objective.nsp:
-        raise ValueError(
-            "seqio MLM tasks pack running text (RoBERTa-style) and have no sentence pairs for "
-            "next-sentence prediction: set objective.nsp=false"
-        )
-    objective = pipeline.mlm_objective(config, vocabulary)
-
-    def finalize(rows, rng):
-        ids = rows["targets"]
-        features = {
-            "input_ids": ids,
-            "segment_ids": np.zeros_like(ids),
-            "attention_mask": (ids != vocabulary.pad_id).astype(np.int32),
-        }
-        return objective(features, rng)
-
-    return Batcher({"targets": config.data.seq_length}, finalize)
-
-
-def lm_batcher(config: Config, vocabulary) -> Batcher:
-    """Next-token prediction over windows of seq_length + 1 tokens."""
-    _require_objective(config, "causal_lm")
-    objective = pipeline.causal_lm_objective(vocabulary)
-    return Batcher(
-        {"targets": config.data.seq_length + 1}, lambda rows, rng: objective({"tokens": rows["targets"]}, rng)
-    )
-
-
-BATCHERS = {"span_corruption": span_corruption_batcher, "mlm": mlm_batcher, "lm": lm_batcher}
 
 
 # ---------------------------------------------------------------------- preprocessors
@@ -120,8 +71,8 @@ def pack(
 
 
 def _packer(name: str, objective: str, vocabulary):
-    """`pack`, wrapping MLM windows in [CLS] ... [SEP]."""
-    if objective != "mlm":
+    """`pack`, wrapping an encoder objective's (MLM's) windows in [CLS] ... [SEP]."""
+    if registry_lib.OBJECTIVES[objective].arch != "encoder":
         return pack
     if None in (vocabulary.cls_id, vocabulary.sep_id, vocabulary.mask_id):
         raise ValueError(f"{name} needs [CLS], [SEP] and [MASK]: use a WordPiece vocabulary, not {vocabulary.kind}")
@@ -149,7 +100,7 @@ def corpus_source(spec: str) -> seqio.FunctionDataSource:
     return seqio.FunctionDataSource(dataset_fn, splits=SPLITS)
 
 
-def make_task(name: str, vocabulary, source: seqio.DataSource, objective: str) -> seqio.Task:
+def seqio_task(name: str, vocabulary, source: seqio.DataSource, objective: str) -> seqio.Task:
     """Text records -> tokens -> (cacheable) -> packed windows under `targets`."""
     return seqio.Task(
         name,
@@ -164,24 +115,47 @@ def make_task(name: str, vocabulary, source: seqio.DataSource, objective: str) -
     )
 
 
-def _register() -> None:
-    for objective, batcher in BATCHERS.items():
+def _read_as(objective: Objective):
+    """The objective's seqio batcher, refusing a config that trains another objective."""
+
+    def batcher(config: Config, vocabulary) -> Batcher:
+        if config.objective.kind != objective.name:
+            raise ValueError(
+                f"this seqio task trains objective.kind={objective.name!r}, but the config says "
+                f"{config.objective.kind!r}; pick a task for the model's objective"
+            )
+        return objective.batcher(config, vocabulary)
+
+    return batcher
+
+
+_REGISTERED: set[str] = set()
+
+
+def register_objective_tasks() -> None:
+    """c4_*, pydoc_*, text_files_* and c4_pydoc_* for every registered objective with a seqio batcher (once each,
+    so objectives registered by plug-ins after this module's import get theirs on the next look-up)."""
+    for objective in list(registry_lib.OBJECTIVES.values()):
+        name = objective.seqio_name
+        if objective.batcher is None or name in _REGISTERED:
+            continue
+        _REGISTERED.add(name)
+        batcher, kind = _read_as(objective), objective.name
         register_family(
-            f"c4_{objective}",
-            lambda name, vocab, config, o=objective: make_task(name, vocab, c4_source(config), o),
+            f"c4_{name}",
+            lambda task_name, vocab, config, o=kind: seqio_task(task_name, vocab, c4_source(config), o),
             batcher, argument="CONFIG", default="en",
         )
         register_task(
-            f"pydoc_{objective}",
-            lambda name, vocab, o=objective: make_task(name, vocab, corpus_source("pydoc"), o),
+            f"pydoc_{name}", lambda task_name, vocab, o=kind: seqio_task(task_name, vocab, corpus_source("pydoc"), o),
             batcher,
         )
         register_family(
-            f"text_files_{objective}",
-            lambda name, vocab, glob, o=objective: make_task(name, vocab, corpus_source(f"text_files:{glob}"), o),
+            f"text_files_{name}",
+            lambda task_name, vocab, glob, o=kind: seqio_task(task_name, vocab, corpus_source(f"text_files:{glob}"), o),
             batcher, argument="GLOB",
         )
-        register_mixture(f"c4_pydoc_{objective}", list(zip((f"c4_{objective}", f"pydoc_{objective}"), C4_PYDOC_RATES)))
+        register_mixture(f"c4_pydoc_{name}", list(zip((f"c4_{name}", f"pydoc_{name}"), C4_PYDOC_RATES)))
 
 
-_register()
+register_objective_tasks()

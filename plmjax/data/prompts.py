@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from plmjax.data.downstream import Canonical, DownstreamTask, Features, Record, TextToText, check_label, label
+from plmjax.data.downstream import Canonical, Benchmark, Features, Record, TextToText, check_label, label
 
 
 def t5_prompt(benchmark: str, keys: tuple[str, ...], field: Callable[[Record, str], str] | None = None):
@@ -31,7 +31,7 @@ def parse_label(names: tuple[str, ...]):
 def classification_task(name: str, eval_data: tuple[str, str], train_data: tuple[str, str] | None,
                         prompt: Callable[[Record], str], names: tuple[str, ...], features: Features,
                         metric, check: Callable[[Record], None] | None = None,
-                        train_instead: str = "") -> DownstreamTask:
+                        train_instead: str = "") -> Benchmark:
     """A task whose gold is the record's class id, checked to lie in [0, len(names))."""
 
     def check_record(record: Record) -> None:
@@ -40,6 +40,6 @@ def classification_task(name: str, eval_data: tuple[str, str], train_data: tuple
             check(record)
 
     text_to_text = TextToText(prompt=prompt, targets=lambda record: [names[label(record)]], parse=parse_label(names))
-    return DownstreamTask(name=name, eval_data=eval_data, train_data=train_data, gold=label, metric=metric,
+    return Benchmark(name=name, eval_data=eval_data, train_data=train_data, gold=label, metric=metric,
                           text_to_text=text_to_text, features=features, check=check_record,
                           train_instead=train_instead)

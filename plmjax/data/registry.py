@@ -144,3 +144,4 @@ def _seqio_name(name: str) -> str:
 def _load_task_modules() -> None:
     for module in TASK_MODULES:
         importlib.import_module(module)
+    importlib.import_module("plmjax.data.pretraining_tasks").register_objective_tasks()  # plug-ins' objectives

@@ -15,7 +15,7 @@ import dataclasses
 import numpy as np
 
 from plmjax.data import metrics
-from plmjax.data.downstream import DownstreamTask, Record, Rows, TextToText, add, on_values
+from plmjax.data.downstream import Benchmark, Record, Rows, TextToText, add, on_values
 from plmjax.data.encoding import id_pair_rows
 
 
@@ -155,8 +155,8 @@ class SpanExtraction:
         return predicted
 
 
-def _squad(version: str, tfds_config: str, version_2: bool) -> DownstreamTask:
-    return DownstreamTask(
+def _squad(version: str, tfds_config: str, version_2: bool) -> Benchmark:
+    return Benchmark(
         name=f"squad_{version}", eval_data=(f"squad/{tfds_config}", "validation"),
         train_data=(f"squad/{tfds_config}", "train"), gold=answers,
         metric=on_values(metrics.squad_v2 if version_2 else metrics.squad_v1),

@@ -13,7 +13,7 @@ from __future__ import annotations
 import re
 
 from plmjax.data import metrics
-from plmjax.data.downstream import BENCHMARKS, DownstreamTask, Record, TextToText, add, label, on_values
+from plmjax.data.downstream import SUITES, Benchmark, Record, TextToText, add, label, on_values
 from plmjax.data.encoding import CandidateScoring, MultipleChoice, PairClassification, fields
 from plmjax.data.prompts import classification_task, t5_prompt
 
@@ -105,8 +105,8 @@ def _check_record(record: Record) -> None:
         raise ValueError("a ReCoRD record needs candidate entities and gold answers")
 
 
-def _record() -> DownstreamTask:
-    return DownstreamTask(
+def _record() -> Benchmark:
+    return Benchmark(
         name="superglue_record", eval_data=_data("record"), train_data=_data("record", "train"),
         gold=lambda r: r["answers"], metric=on_values(metrics.squad_v1),
         text_to_text=TextToText(prompt=_record_prompt, targets=lambda r: r["answers"],
@@ -153,4 +153,4 @@ add(classification_task(
     metric=lambda golds, predictions, records: metrics.gender_parity_and_accuracy(
         golds, predictions, [r["hypothesis"] for r in records]),
     train_instead="superglue_rte"))
-BENCHMARKS["superglue"] = tuple(name for names in metrics.SUPERGLUE_SCORE_TASKS.values() for name in names)
+SUITES["superglue"] = tuple(name for names in metrics.SUPERGLUE_SCORE_TASKS.values() for name in names)

@@ -23,7 +23,7 @@ from plmjax.config import Config, ConfigError
 from plmjax.data import downstream, metrics
 from plmjax.data.encoding import encoder_inputs, encoder_tokenizer
 from plmjax.models.finetuning import finetuning_config
-from plmjax.models.pretraining import make_task
+from plmjax.models.task import make_model_task
 
 BENCHMARK_SCORES = {"glue": metrics.glue_score, "superglue": metrics.superglue_score}
 
@@ -125,9 +125,9 @@ def generate_texts(module, params, vocab, prompts: list[str], config: Config) ->
 
 def score_task(directory: str, name: str, config: Config, vocab) -> dict[str, float]:
     """The official metrics of the checkpoint on task `name` (config: the checkpoint's, set for the task)."""
-    task, (_, fmt) = downstream.tasks()[name], downstream.resolve(name, config.model.arch)
+    task, (_, fmt) = downstream.benchmarks()[name], downstream.resolve(name, config.model.arch)
     records = downstream.load_records(task, "eval")
-    model_task = make_task(config)
+    model_task = make_model_task(config)
     if fmt == "features":
         rows = task.features.encode(records, encoder_tokenizer(vocab), config.data.seq_length)
         params = restore(directory, model_task, rows.arrays)

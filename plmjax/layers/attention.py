@@ -1,29 +1,97 @@
-"""Multi-head attention (self and cross) with an autoregressive key/value cache.
+"""Multi-head attention: projections, key/value cache and learned prefixes around a swappable kernel.
 
-Masks arrive as one additive float32 bias [batch|1, heads|1, queries, keys] built by the stack
-(padding, causal, prefix-LM and relative-position terms), so attention kinds only combine it.
+The kernel (`ATTENTION_KERNELS[cfg.attention_kind]`) is how scores and context are computed: it gets the
+projected queries, keys and values [batch, length, heads, head_dim] and `AttentionInputs` — the additive
+bias the stack built (padding, causal, prefix-LM and relative-position terms), the query and key positions,
+the key mask, and what the stack's shared module computed for it (`Kernel.Shared`, e.g. a relative-embedding
+table made once per stack) — plus the layer carry (state a layer passes to the next). It returns context
+vectors and the carry. Projections, the decoding cache and prefixes stay here, so a new kind writes only a
+kernel. Kernels sow what they attend with into the ATTENTION_WEIGHTS collection, which costs nothing unless
+a model task asks for it (ModelTask.collections).
 """
 
 from __future__ import annotations
 
+from typing import Any
+
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+from flax import struct
 
 from plmjax.config import ModelConfig
 from plmjax.layers import hooks, initializers
 from plmjax.layers.dropout import make_dropout
 from plmjax.layers.linear import make_projection
 
+ATTENTION_WEIGHTS = "attention_weights"  # sown: {..., "self_attention"|"cross_attention": {"kernel": {"weights"}}}
 
-class SoftmaxAttention(nn.Module):
-    """Scaled dot-product attention; in `decode` mode keys/values accumulate in the 'cache' collection."""
+
+@struct.dataclass
+class AttentionInputs:
+    """What a kernel may read besides queries, keys and values."""
+
+    bias: jax.Array | None  # additive float32 [batch|1, heads|1, queries, keys]; None: every key visible
+    query_positions: jax.Array  # [batch, queries]
+    key_positions: jax.Array  # [batch|1, keys]; learned prefix keys are at -1
+    key_mask: jax.Array | None = None  # [batch, keys], True on real keys; None: all real
+    shared: Any = None  # what the stack's `Kernel.Shared` module returned (self-attention only)
+
+    def with_prefix(self, length: int) -> AttentionInputs:
+        """The inputs for `length` learned keys prepended to the keys (visible to every query)."""
+        key_positions = jnp.concatenate(
+            [jnp.full(self.key_positions.shape[:1] + (length,), -1, self.key_positions.dtype), self.key_positions], 1)
+        key_mask = None if self.key_mask is None else jnp.pad(self.key_mask, [(0, 0), (length, 0)], constant_values=1)
+        bias = None if self.bias is None else jnp.pad(self.bias, [(0, 0)] * 3 + [(length, 0)])
+        return self.replace(bias=bias, key_positions=key_positions, key_mask=key_mask)
+
+
+def sow_weights(kernel: nn.Module, weights) -> None:
+    """Keep a kernel's attention weights in ATTENTION_WEIGHTS when that collection is mutable (never at init)."""
+    if not kernel.is_initializing():
+        kernel.sow(ATTENTION_WEIGHTS, "weights", weights)
+
+
+class SoftmaxKernel(nn.Module):
+    """Scaled dot-product attention: softmax(q k^T / sqrt(d) + bias) v."""
+
+    cfg: ModelConfig
+    causal: bool = False
+
+    Shared = None  # no per-stack module
+
+    @nn.compact
+    def __call__(self, query, key, value, inputs: AttentionInputs, carry=None, deterministic: bool = True):
+        cfg = self.cfg
+        if cfg.scale_attention:
+            query = query / jnp.sqrt(query.shape[-1]).astype(query.dtype)
+        logits = jnp.einsum("bqhd,bkhd->bhqk", query, key, preferred_element_type=jnp.float32)
+        if inputs.bias is not None:
+            logits = logits + inputs.bias
+        weights = jax.nn.softmax(logits, axis=-1).astype(initializers.compute_dtype(cfg))
+        sow_weights(self, weights)
+        weights = make_dropout(cfg, cfg.attention_dropout_rate)(weights, deterministic=deterministic)
+        return jnp.einsum("bhqk,bkhd->bqhd", weights, value), carry
+
+
+ATTENTION_KERNELS: dict[str, type[nn.Module]] = {"softmax": SoftmaxKernel}
+
+
+def kernel_class(cfg: ModelConfig) -> type[nn.Module]:
+    return hooks.lookup(ATTENTION_KERNELS, "model.attention_kind", cfg.attention_kind)
+
+
+class Attention(nn.Module):
+    """Query/key/value projections, the kernel, the output projection; in `decode` mode keys/values accumulate
+    in the 'cache' collection; self-attention may prepend learned keys/values (model.kv_prefix)."""
 
     cfg: ModelConfig
     self_attention: bool = True
+    causal: bool = False
 
     @nn.compact
-    def __call__(self, inputs_q, inputs_kv, bias=None, deterministic: bool = True, decode: bool = False):
+    def __call__(self, inputs_q, inputs_kv, inputs: AttentionInputs, carry=None, deterministic: bool = True,
+                 decode: bool = False):
         cfg = self.cfg
         heads, head_dim = cfg.num_heads, cfg.kv_dim
         query_init_scale = 1.0 if cfg.scale_attention else 1.0 / head_dim
@@ -40,21 +108,14 @@ class SoftmaxAttention(nn.Module):
             prefix_key, prefix_value = prefix_cls(cfg, name="kv_prefix")(query.shape[0])
             key = jnp.concatenate([prefix_key.astype(key.dtype), key], axis=1)
             value = jnp.concatenate([prefix_value.astype(value.dtype), value], axis=1)
-            if bias is not None:
-                bias = jnp.pad(bias, [(0, 0)] * 3 + [(prefix_key.shape[1], 0)])
+            inputs = inputs.with_prefix(prefix_key.shape[1])
         query = nn.with_logical_constraint(query, ("batch", "length", "heads", "kv"))
         key = nn.with_logical_constraint(key, ("batch", "length", "heads", "kv"))
         value = nn.with_logical_constraint(value, ("batch", "length", "heads", "kv"))
-        if cfg.scale_attention:
-            query = query / jnp.sqrt(head_dim).astype(query.dtype)
-        logits = jnp.einsum("bqhd,bkhd->bhqk", query, key, preferred_element_type=jnp.float32)
-        if bias is not None:
-            logits = logits + bias
-        weights = jax.nn.softmax(logits, axis=-1).astype(initializers.compute_dtype(cfg))
-        weights = make_dropout(cfg, cfg.attention_dropout_rate)(weights, deterministic=deterministic)
-        context = jnp.einsum("bhqk,bkhd->bqhd", weights, value)
+        kernel = kernel_class(cfg)(cfg, causal=self.causal and self.self_attention, name="kernel")
+        context, carry = kernel(query, key, value, inputs, carry, deterministic)
         context = nn.with_logical_constraint(context, ("batch", "length", "heads", "kv"))
-        return make_projection(cfg, cfg.hidden_size, ("heads", "kv"), ("embed",), "out")(context)
+        return make_projection(cfg, cfg.hidden_size, ("heads", "kv"), ("embed",), "out")(context), carry
 
     def _extend_cache(self, key, value):
         """Write this step's keys/values at the cache index; the first (init) call only sizes the cache."""
@@ -73,12 +134,6 @@ class SoftmaxAttention(nn.Module):
         return cached_key.value, cached_value.value
 
 
-ATTENTION_KINDS: dict[str, type[nn.Module]] = {"softmax": SoftmaxAttention}
-
-
-def make_attention(cfg: ModelConfig, name: str, self_attention: bool = True) -> nn.Module:
-    if cfg.attention_kind not in ATTENTION_KINDS:
-        raise ValueError(
-            f"unknown model.attention_kind {cfg.attention_kind!r}; known: {', '.join(ATTENTION_KINDS)}"
-        )
-    return ATTENTION_KINDS[cfg.attention_kind](cfg, self_attention=self_attention, name=name)
+def make_attention(cfg: ModelConfig, name: str, self_attention: bool = True, causal: bool = False) -> nn.Module:
+    kernel_class(cfg)  # an unknown kind fails here, naming the known ones
+    return Attention(cfg, self_attention=self_attention, causal=causal, name=name)

@@ -1,4 +1,4 @@
-"""The Transformer layer (pre/post-norm sublayers) and the layer stack (sharing, remat, scan, hooks)."""
+"""The Transformer layer (pre/post-norm sublayers) and the layer stack (sharing, remat, scan, hooks, carries)."""
 
 from __future__ import annotations
 
@@ -9,12 +9,11 @@ import jax
 import jax.numpy as jnp
 
 from plmjax.config import ConfigError, ModelConfig
-from plmjax.layers import hooks
-from plmjax.layers.attention import make_attention
+from plmjax.layers import hooks, moe, runtime  # noqa: F401  (moe registers ffn_kind=moe)
+from plmjax.layers.attention import AttentionInputs, kernel_class, make_attention
 from plmjax.layers.dropout import make_dropout
 from plmjax.layers.ffn import layer_ffn_kind, make_ffn
 from plmjax.layers.gradients import materialize_gradient
-from plmjax.layers.moe import COLLECTION as MOE_COLLECTION
 from plmjax.layers.norms import make_norm
 from plmjax.layers.positions import RelativePositionBias
 
@@ -45,52 +44,56 @@ def attention_bias(key_mask, query_positions, key_length: int, causal: bool, pre
 
 
 class TransformerLayer(nn.Module):
-    """Self-attention, optional cross-attention and FFN, each a residual sublayer."""
+    """Self-attention, optional cross-attention and FFN, each a residual sublayer, then the carry's step.
+
+    Called with `state = (x, carry)`: the hidden states and the layer carry (None without model.layer_carry),
+    which attention kernels and the carry's step may read and replace; returns the new state.
+    """
 
     cfg: ModelConfig
     cross_attention: bool = False
-    scanned: bool = False  # return (x, None) as nn.scan's body expects
+    scanned: bool = False  # return (state, None) as nn.scan's body expects
     ffn_kind: str = ""  # a name in FFN_KINDS; "" = cfg.ffn_kind
+    causal: bool = False
 
     @nn.compact
-    def __call__(self, x, bias, encoded=None, cross_bias=None, deterministic: bool = True, decode: bool = False):
+    def __call__(self, state, inputs: AttentionInputs, cross_inputs: AttentionInputs | None = None, encoded=None,
+                 deterministic: bool = True, decode: bool = False):
         cfg = self.cfg
-        x = self._residual(
-            "self_attention",
-            lambda h: make_attention(cfg, "self_attention")(h, h, bias, deterministic, decode),
-            x,
-            deterministic,
-        )
+        x, carry = state
+        attention = make_attention(cfg, "self_attention", causal=self.causal)
+        x, carry = self._residual("self_attention", lambda h, c: attention(h, h, inputs, c, deterministic, decode),
+                                  x, carry, deterministic)
         if self.cross_attention:
-            x = self._residual(
-                "cross_attention",
-                lambda h: make_attention(cfg, "cross_attention", self_attention=False)(
-                    h, encoded, cross_bias, deterministic
-                ),
-                x,
-                deterministic,
-            )
-        x = self._residual("mlp", lambda h: make_ffn(cfg, "mlp", self.ffn_kind)(h, deterministic), x, deterministic)
+            cross = make_attention(cfg, "cross_attention", self_attention=False)
+            x, carry = self._residual("cross_attention",
+                                      lambda h, c: cross(h, encoded, cross_inputs, c, deterministic), x, carry,
+                                      deterministic)
+        ffn = make_ffn(cfg, "mlp", self.ffn_kind)
+        x, carry = self._residual("mlp", lambda h, c: (ffn(h, deterministic), c), x, carry, deterministic)
+        if cfg.layer_carry:
+            x, carry = hooks.layer_carry(cfg).step(cfg, name="carry")(x, carry, inputs, deterministic)
         x = nn.with_logical_constraint(x, ("batch", "length", "embed"))
-        if cfg.materialize_layer_grads:
+        if runtime.current().materialize_layer_grads:
             x = materialize_gradient(x)
         self.sow("intermediates", "output", x)
-        return (x, None) if self.scanned else x
+        return ((x, carry), None) if self.scanned else (x, carry)
 
-    def _residual(self, name: str, sublayer: Callable, x, deterministic: bool):
-        """Pre-norm: x + f(norm(x)); post-norm: norm(x + f(x)); an adapter may edit f's output."""
+    def _residual(self, name: str, sublayer: Callable, x, carry, deterministic: bool):
+        """Pre-norm: x + f(norm(x)); post-norm: norm(x + f(x)); an adapter may edit f's output. f(h, carry) ->
+        (y, carry)."""
         cfg = self.cfg
         norm = make_norm(cfg, name=f"{name}_norm")
-        y = sublayer(norm(x) if cfg.norm_position == "pre" else x)
+        y, carry = sublayer(norm(x) if cfg.norm_position == "pre" else x, carry)
         y = make_dropout(cfg)(y, deterministic=deterministic)
         if cfg.residual_adapter:
             adapter = hooks.lookup(hooks.RESIDUAL_ADAPTERS, "model.residual_adapter", cfg.residual_adapter)
             y = adapter(cfg, name=f"{name}_adapter")(y, deterministic)
-        return x + y if cfg.norm_position == "pre" else norm(x + y)
+        return (x + y if cfg.norm_position == "pre" else norm(x + y)), carry
 
 
 class TransformerStack(nn.Module):
-    """`num_layers` layers with the masks and position bias they share, plus the final norm."""
+    """`num_layers` layers with the masks, positions and shared modules they use, plus the final norm."""
 
     cfg: ModelConfig
     num_layers: int
@@ -131,49 +134,59 @@ class TransformerStack(nn.Module):
             if cfg.position_kind == "relative"
             else None
         )
+        shared_cls = kernel_class(cfg).Shared
+        shared = None if shared_cls is None else shared_cls(cfg, causal=self.causal, name="attention_shared")
 
-        def self_bias(key_mask, key_length):
+        def self_inputs(key_mask, key_length):
             bias = attention_bias(key_mask, positions, key_length, self.causal, prefix_length)
-            return bias if relpos is None else bias + relpos(positions, key_length)
+            bias = bias if relpos is None else bias + relpos(positions, key_length)
+            key_positions = jnp.arange(key_length)[None, :]
+            return AttentionInputs(bias, positions, key_positions, None if key_mask is None else key_mask.astype(bool),
+                                   None if shared is None else shared(positions, key_positions))
 
-        bias = self_bias(None, decode_length) if decode and decode_length else self_bias(mask, length)
-        cross_bias = None
+        inputs = self_inputs(None, decode_length) if decode and decode_length else self_inputs(mask, length)
+        cross_inputs = None
         if self.cross_attention:
-            cross_bias = attention_bias(
-                encoded_mask, positions, encoded.shape[1], causal=False
-            )
-        args = (bias, encoded, cross_bias, deterministic, decode)
+            cross_inputs = AttentionInputs(
+                attention_bias(encoded_mask, positions, encoded.shape[1], causal=False), positions,
+                jnp.arange(encoded.shape[1])[None, :], None if encoded_mask is None else encoded_mask.astype(bool))
+        carry = hooks.layer_carry(cfg).start(cfg, name="carry_start")(x, mask) if cfg.layer_carry else None
+        args = (inputs, cross_inputs, encoded, deterministic, decode)
+        state = (x, carry)
 
         if cfg.scan_layers:
             if cfg.shared_layer_groups or cfg.hidden_hook:
                 raise ConfigError("model.scan_layers cannot be combined with shared_layer_groups or hidden_hook")
             scanned = nn.scan(
                 self._layer_class(),
-                variable_axes={"params": 0, "cache": 0, "intermediates": 0, MOE_COLLECTION: 0},
+                variable_axes={True: 0},  # every collection (params, cache, sown values) gets a layer axis
                 split_rngs={"params": True, "dropout": True},
                 in_axes=(nn.broadcast,) * len(args),
                 length=self.num_layers,
                 metadata_params={nn.PARTITION_NAME: "layers"},
-            )(cfg, self.cross_attention, scanned=True, name="layers")
-            x, _ = scanned(x, *args)
+            )(cfg, self.cross_attention, scanned=True, causal=self.causal, name="layers")
+            state, _ = scanned(state, *args)
         else:
             groups = min(cfg.shared_layer_groups or self.num_layers, self.num_layers)
             layer_cls = self._layer_class()
             layers = [
-                layer_cls(cfg, self.cross_attention, ffn_kind=layer_ffn_kind(cfg, i), name=f"layers_{i}")
+                layer_cls(cfg, self.cross_attention, ffn_kind=layer_ffn_kind(cfg, i), causal=self.causal,
+                          name=f"layers_{i}")
                 for i in range(groups)
             ]
             hook = None
             if cfg.hidden_hook:
                 hook = hooks.lookup(hooks.HIDDEN_HOOKS, "model.hidden_hook", cfg.hidden_hook)(cfg, name="hidden_hook")
             for i in range(self.num_layers):
-                x = layers[i % groups](x, *args)
+                state = layers[i % groups](state, *args)
                 if hook is not None:
-                    x, new_mask = hook(x, mask, i, deterministic)
+                    x, new_mask = hook(state[0], mask, i, deterministic)
+                    state = (x, state[1])
                     if new_mask is not mask:
                         mask = new_mask
                         positions = jnp.broadcast_to(jnp.arange(x.shape[1]), x.shape[:2])
-                        args = (self_bias(mask, x.shape[1]),) + args[1:]
+                        args = (self_inputs(mask, x.shape[1]),) + args[1:]
+        x = state[0]
         if cfg.norm_position == "pre":
             x = make_norm(cfg, name="final_norm")(x)
             x = make_dropout(cfg)(x, deterministic=deterministic)

@@ -12,6 +12,7 @@ import flax.linen as nn
 import jax.numpy as jnp
 
 from plmjax.config import ModelConfig
+from plmjax.layers import runtime
 from plmjax.layers.random_bits import random_uints
 
 
@@ -38,5 +39,5 @@ class Dropout(nn.Module):
 
 
 def make_dropout(cfg: ModelConfig, rate: float | None = None, name: str | None = None) -> Dropout:
-    """Dropout at `rate` (default cfg.dropout_rate) with the config's random-bit width."""
-    return Dropout(cfg.dropout_rate if rate is None else rate, cfg.dropout_bits, name=name)
+    """Dropout at `rate` (default cfg.dropout_rate) with the random-bit width of runtime.dropout_bits."""
+    return Dropout(cfg.dropout_rate if rate is None else rate, runtime.current().dropout_bits, name=name)

@@ -6,7 +6,7 @@ import flax.linen as nn
 import jax.numpy as jnp
 
 from plmjax.config import ModelConfig
-from plmjax.layers import initializers
+from plmjax.layers import initializers, runtime
 from plmjax.layers.dropout import make_dropout
 from plmjax.layers.linear import attend, attend_plain, make_projection
 from plmjax.layers.norms import make_norm
@@ -33,7 +33,7 @@ class Embed(nn.Module):
 
     def attend(self, x):
         dtype = initializers.compute_dtype(self.cfg)
-        scores = attend if self.cfg.kernel_grads_in_layout else attend_plain
+        scores = attend if runtime.current().kernel_grads_in_layout else attend_plain
         return scores(x.astype(dtype), self.embedding.astype(dtype))
 
 

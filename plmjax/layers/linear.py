@@ -11,7 +11,7 @@ import jax
 import jax.numpy as jnp
 
 from plmjax.config import ModelConfig
-from plmjax.layers import initializers
+from plmjax.layers import initializers, runtime
 
 
 def contract_last_plain(x, kernel, n_in: int):
@@ -28,7 +28,7 @@ def contract_last(x, kernel, n_in: int):
     gradient (and for T5 recomputes the FFN's dropout mask inside one of them): 8% of a t5_small train step.
     Here the kernel gradient is x contracted with dy over their batch axes, [in, out] as the kernel is, and
     both gradients are `tensordot_as_matrices`. jax.vmap and reverse-over-reverse work; forward mode (jvp)
-    needs `model.kernel_grads_in_layout=false`.
+    needs `runtime.kernel_grads_in_layout=false`.
     """
     return contract_last_plain(x, kernel, n_in)
 
@@ -137,7 +137,7 @@ class Projection(nn.Module):
             "kernel", nn.with_logical_partitioning(init, self.in_axes + self.out_axes), kernel_shape
         )
         dtype = initializers.compute_dtype(self.cfg)
-        contract = contract_last if self.cfg.kernel_grads_in_layout else contract_last_plain
+        contract = contract_last if runtime.current().kernel_grads_in_layout else contract_last_plain
         y = contract(x.astype(dtype), kernel.astype(dtype), n_in)
         if self.cfg.use_bias:
             bias = self.param(

@@ -17,9 +17,10 @@ class Encoder(nn.Module):
     """Embeddings and a bidirectional stack: token ids -> hidden states [batch, length, hidden]."""
 
     cfg: ModelConfig
+    shared_embedder: nn.Module | None = None  # another model's embedder to use instead of an own (ELECTRA)
 
     def setup(self):
-        self.embedder = InputEmbedder(self.cfg)
+        self.embedder = InputEmbedder(self.cfg) if self.shared_embedder is None else self.shared_embedder
         self.stack = TransformerStack(self.cfg, self.cfg.num_layers, causal=False)
 
     def __call__(self, input_ids, segment_ids=None, attention_mask=None, deterministic: bool = True):

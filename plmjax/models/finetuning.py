@@ -20,7 +20,8 @@ from plmjax.config import Config, ConfigError, apply_overrides
 from plmjax.data import downstream
 from plmjax.models.encoder import EncoderForSequenceClassification, EncoderForSpanExtraction
 from plmjax.models.losses import weighted_cross_entropy
-from plmjax.models.pretraining import PretrainingTask, Seq2SeqTask
+from plmjax.models.pretraining import Seq2SeqTask
+from plmjax.models.task import ModelTask
 
 
 def _check_range(batch, key: str, low: int, high: int, what: str) -> None:
@@ -30,7 +31,7 @@ def _check_range(batch, key: str, low: int, high: int, what: str) -> None:
         raise ValueError(f"feature {key!r} holds {bad.flat[0].item()!r}, outside [{low}, {high}) ({what})")
 
 
-class FinetuningTask(PretrainingTask):
+class HeadTask(ModelTask):
     """Base: an encoder head on `input_ids` / `segment_ids` / `attention_mask`."""
 
     token_keys = ("input_ids",)
@@ -55,7 +56,7 @@ class FinetuningTask(PretrainingTask):
         raise NotImplementedError
 
 
-class ClassificationTask(FinetuningTask):
+class ClassificationTask(HeadTask):
     """[CLS] classification into model.num_labels classes; logits [batch, num_labels]."""
 
     def make_module(self, cfg):
@@ -73,9 +74,9 @@ class ClassificationTask(FinetuningTask):
 class RegressionTask(ClassificationTask):
     """One real value per example (STS-B; model.num_labels=1), a mean squared error; predictions [batch]."""
 
-    def forward(self, variables, batch, deterministic: bool, rngs=None):
-        outputs, moe_stats = super().forward(variables, batch, deterministic, rngs)
-        return outputs[:, 0], moe_stats
+    def forward(self, variables, batch, deterministic: bool, rngs=None, collections=()):
+        outputs, sown = super().forward(variables, batch, deterministic, rngs, collections)
+        return outputs[:, 0], sown
 
     def metrics(self, predictions, batch):
         return {"loss": jnp.mean(jnp.square(predictions - batch["labels"].astype(jnp.float32)))}
@@ -92,16 +93,16 @@ class MultipleChoiceTask(ClassificationTask):
         flat = lambda x: None if x is None else x.reshape((-1, x.shape[-1]))  # noqa: E731
         return {k: flat(v) for k, v in super().model_inputs(batch).items()}
 
-    def forward(self, variables, batch, deterministic: bool, rngs=None):
-        scores, moe_stats = super().forward(variables, batch, deterministic, rngs)
-        return scores.reshape(batch["input_ids"].shape[:2]), moe_stats
+    def forward(self, variables, batch, deterministic: bool, rngs=None, collections=()):
+        scores, sown = super().forward(variables, batch, deterministic, rngs, collections)
+        return scores.reshape(batch["input_ids"].shape[:2]), sown
 
     def check_labels(self, batch):
         choices = np.shape(batch["input_ids"])[1]
         _check_range(batch, "labels", 0, choices, f"{choices} choices")
 
 
-class SpanExtractionTask(FinetuningTask):
+class SpanExtractionTask(HeadTask):
     """Start and end logits per token ({start_logits, end_logits}, each [batch, length])."""
 
     label_keys = ("start_positions", "end_positions")
@@ -122,7 +123,7 @@ class SpanExtractionTask(FinetuningTask):
             _check_range(batch, key, 0, length, f"token positions of a length-{length} sequence")
 
 
-HEADS: dict[str, type[FinetuningTask]] = {
+HEADS: dict[str, type[HeadTask]] = {
     "classification": ClassificationTask,
     "regression": RegressionTask,
     "multiple_choice": MultipleChoiceTask,
@@ -144,13 +145,13 @@ def finetuning_config(config: Config, name: str) -> Config:
 
 
 def _features(name: str):
-    if name in downstream.BENCHMARKS:
+    if name in downstream.SUITES:
         raise ConfigError(f"an encoder fine-tunes one {name} task at a time (each has its own head): "
-                          f"{', '.join(downstream.BENCHMARKS[name])}")
-    return downstream.tasks()[name].features
+                          f"{', '.join(downstream.SUITES[name])}")
+    return downstream.benchmarks()[name].features
 
 
-def downstream_task(config: Config) -> PretrainingTask | None:
+def benchmark_task(config: Config) -> ModelTask | None:
     """The model task that fine-tunes on the downstream task in data.mixture; None for other mixtures.
 
     Text-to-text formats train the encoder-decoder's Seq2SeqTask; features formats the head of the

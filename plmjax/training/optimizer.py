@@ -1,4 +1,4 @@
-"""AdamW with linear warmup, a decay schedule, weight decay on weights only, and gradient clipping."""
+"""AdamW with linear warmup, a decay schedule and weight decay on weights only (clipping: training.step)."""
 
 from __future__ import annotations
 
@@ -51,10 +51,9 @@ def decay_mask(params: Any) -> Any:
 
 
 def make_optimizer(cfg: OptimizerConfig, num_steps: int) -> optax.GradientTransformation:
-    """Global-norm clipping (unless clip_grad_norm is 0) then AdamW on the schedule, decaying weights only."""
-    # identity() in place of clipping keeps the optimizer state's structure, so checkpoints stay compatible.
-    clip = optax.clip_by_global_norm(cfg.clip_grad_norm) if cfg.clip_grad_norm else optax.identity()
-    adamw = optax.adamw(
+    """AdamW on the schedule, decaying weights only. Global-norm clipping (optimizer.clip_grad_norm) is a step of
+    its own (training.step.apply_gradients), so that a gradient function may replace it (e.g. per-example)."""
+    return optax.adamw(
         make_schedule(cfg, num_steps),
         b1=cfg.b1,
         b2=cfg.b2,
@@ -62,4 +61,3 @@ def make_optimizer(cfg: OptimizerConfig, num_steps: int) -> optax.GradientTransf
         weight_decay=cfg.weight_decay,
         mask=decay_mask,
     )
-    return optax.chain(clip, adamw)

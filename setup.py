@@ -12,6 +12,8 @@ DATA_EXTRAS = [
     "protobuf==7.36.2",
     "scikit-learn==1.9.1",
     "scipy==1.17.1",
+    "nervaluate==1.2.1",  # entity-span precision/recall/F1 of token classification (seqeval's sdist does not build)
+    "rouge-score==0.1.2",  # ROUGE-L of text-to-text task files
 ]
 
 setup(

@@ -48,10 +48,11 @@ def build_parser() -> argparse.ArgumentParser:
                        type=lambda name: f"data.mixture={name}",
                        help="read batches from a registered seqio task or mixture (see `plmjax tasks`); "
                             "same as --set data.mixture=NAME")
-    train.add_argument("--task", metavar="NAME",
-                       help="fine-tune on a downstream task (glue_rte, superglue_record, squad_v1, ...) in the format "
-                            "and with the head the model needs, or, text-to-text, on a benchmark (glue, superglue); "
-                            "ends with its official scores. Other names: as --mixture")
+    train.add_argument("--task", metavar="NAME|FILE.json",
+                       help="fine-tune on a task file of your own data (FILE.json: kind, files, columns; see "
+                            "plmjax/data/task_files.py), or on a benchmark (glue_rte, superglue_record, squad_v1, ...) "
+                            "in the format and with the head the model needs, or, text-to-text, on a suite (glue, "
+                            "superglue); ends with its scores. Other names: as --mixture")
     _add_overrides(train)
 
     evaluate = verbs.add_parser("eval", help="evaluate the latest checkpoint of a training run on its eval split")
@@ -64,10 +65,13 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--shots", type=int, default=0, help="fewshot: in-context examples before each question")
     evaluate.add_argument("--length-normalize", action="store_true", help="fewshot: score choices per token")
     evaluate.add_argument("--seed", type=int, default=0, help="fewshot: which examples prime each question")
-    evaluate.add_argument("--task", metavar="NAME",
-                          help="official scores on a downstream task (glue_rte, squad_v2, ...) or benchmark (glue, "
-                               "superglue; from CHECKPOINT/<task> where it exists): a table, also written to "
+    evaluate.add_argument("--task", metavar="NAME|FILE.json",
+                          help="scores on a task file of your own data (read with the labels the run was trained on), "
+                               "or official scores on a benchmark (glue_rte, squad_v2, ...) or suite (glue, superglue; "
+                               "from CHECKPOINT/<task> where it exists): a table, also written to "
                                "CHECKPOINT/eval_NAME.json and .md")
+    evaluate.add_argument("--split", default="validation", choices=("validation", "test"),
+                          help="with --task FILE.json: the split of the task file to score")
     _add_overrides(evaluate)
 
     decode = verbs.add_parser("decode", help="generate text from a trained decoder-only or encoder-decoder run")
@@ -105,6 +109,13 @@ def build_parser() -> argparse.ArgumentParser:
     embed.add_argument("--max-length", type=int, default=0, help="tokens per text with specials; 0: data.seq_length")
     embed.add_argument("--batch-size", type=int, default=32)
     _add_overrides(embed)
+
+    predict = verbs.add_parser("predict", help="predictions of a run trained on a task file (`train --task FILE.json`) "
+                               "for the rows of a file in that task's format: one JSON line per row, in order")
+    predict.add_argument("--checkpoint", required=True, help=CHECKPOINT_HELP)
+    predict.add_argument("--input", required=True, help="rows in the task's format (labels optional)")
+    predict.add_argument("--out", required=True, help="the JSON-lines file to write")
+    _add_overrides(predict)
 
     verbs.add_parser("tasks", help="list the registered seqio tasks and mixtures, one per line (for --mixture)")
 
@@ -167,7 +178,7 @@ def cmd_train(args) -> None:
     from plmjax.training.trainer import Preempted, Trainer, TrainingError
 
     distributed.initialize(args.coordinator_address, args.num_processes, args.process_id)
-    config = _with_task(_train_config(args), args.task)
+    config = _with_task(_train_config(args), args.task, args.workdir)
     trainer = Trainer(config, args.workdir, progress=not args.no_progress)
     try:
         final = trainer.run()
@@ -179,11 +190,12 @@ def cmd_train(args) -> None:
     finally:
         trainer.close()
     print(f"eval step {config.train.num_steps}: " + " ".join(f"{k}={v:.4f}" for k, v in sorted(final.items())))
-    if args.task and _is_downstream(args.task):
+    if args.task and (_is_downstream(args.task) or _is_task_file(args.task)):
         import jax
 
         if jax.process_index() == 0:
-            _report_downstream(args.workdir, args.task, [])
+            _report_downstream(args.workdir, os.path.join(args.workdir, "task.json") if _is_task_file(args.task)
+                               else args.task, [])
 
 
 def _is_downstream(name: str) -> bool:
@@ -192,10 +204,19 @@ def _is_downstream(name: str) -> bool:
     return downstream.parse(name) is not None
 
 
-def _with_task(config, name: str | None):
-    """`config` set to train on `name`: a downstream task's format and head, or any registered task/mixture."""
+def _is_task_file(name: str) -> bool:
+    return name.endswith(".json")
+
+
+def _with_task(config, name: str | None, workdir: str):
+    """`config` set to train on `name`: a task file's data and head, a benchmark's format and head, or any
+    registered task/mixture."""
     if not name:
         return config
+    if _is_task_file(name):
+        from plmjax.data import task_files
+
+        return task_files.configure(config, name, workdir)
     if _is_downstream(name):
         from plmjax.models.finetuning import finetuning_config
 
@@ -203,11 +224,17 @@ def _with_task(config, name: str | None):
     return apply_overrides(config, [f"data.mixture={name}"])
 
 
-def _report_downstream(checkpoint: str, name: str, overrides: list[str]) -> None:
-    """Print a checkpoint's official scores on task or benchmark `name` and write them next to it."""
-    from plmjax.evaluation.downstream import evaluate
+def _report_downstream(checkpoint: str, name: str, overrides: list[str], split: str = "validation") -> None:
+    """Print a checkpoint's scores on a task file or a benchmark `name` and write them next to it."""
+    if _is_task_file(name):
+        from plmjax.evaluation import task_files
 
-    report = evaluate(checkpoint, name, overrides)
+        same = os.path.abspath(name) == os.path.join(os.path.abspath(checkpoint), "task.json")
+        report = task_files.evaluate(checkpoint, None if same else name, split, overrides)
+    else:
+        from plmjax.evaluation.downstream import evaluate
+
+        report = evaluate(checkpoint, name, overrides)
     print(report.text())
     print("wrote " + ", ".join(report.write(checkpoint)))
 
@@ -216,7 +243,7 @@ def cmd_eval(args) -> None:
     if args.task:
         if args.mode != "loss":
             raise ConfigError(f"--task scores downstream tasks; it does not combine with --mode {args.mode}")
-        _report_downstream(args.workdir, args.task, args.overrides)
+        _report_downstream(args.workdir, args.task, args.overrides, args.split)
         return
     trainer, params, step = _trainer_with_params(args.workdir, args.overrides)
     if args.mode == "loss":
@@ -333,7 +360,14 @@ def _one_line(text: str) -> str:
     return text.replace("\\", "\\\\").replace("\n", "\\n").replace("\t", "\\t")
 
 
-COMMANDS = {"train": cmd_train, "eval": cmd_eval, "decode": cmd_decode, "convert": cmd_convert, "embed": cmd_embed,
+def cmd_predict(args) -> None:
+    from plmjax.evaluation import task_files
+
+    count = task_files.predict(args.checkpoint, args.input, args.out, args.overrides)
+    print(f"wrote {count} predictions to {args.out}")
+
+
+COMMANDS = {"predict": cmd_predict, "train": cmd_train, "eval": cmd_eval, "decode": cmd_decode, "convert": cmd_convert, "embed": cmd_embed,
             "tasks": cmd_tasks, "vocab": cmd_vocab, "compile": cmd_compile}
 
 

@@ -130,6 +130,7 @@ class DataConfig(_Section):
 
     corpus: str = "pydoc"  # pydoc (embedded, offline) | text_files:GLOB
     mixture: str = ""  # a seqio task or mixture (`plmjax tasks` lists them); empty: batches from corpus
+    task_file: str = ""  # a task file of the user's own data (plmjax.data.task_files); `train --task FILE.json` sets it
     vocab: str = ""  # tokenizer.json or SentencePiece .model; empty: train one on the corpus
     seq_length: int = 128
     target_length: int = 0  # encoder-decoder targets; 0: derived from the objective

@@ -23,6 +23,10 @@ def build_vocabulary(config: Config, workdir: str | None = None):
 
 def make_source(config: Config, vocabulary, split: str):
     """An object whose `batch(step)` is the model features of `split` at `step` (a pure function)."""
+    if config.data.task_file:
+        from plmjax.data import task_files
+
+        return task_files.make_source(config, vocabulary, split)
     if not config.data.mixture:
         return pipeline.make_source(config, vocabulary, split)
     from plmjax.data import registry, seqio_source

@@ -18,7 +18,8 @@ import optax
 
 from plmjax.config import Config, ConfigError, apply_overrides
 from plmjax.data import downstream
-from plmjax.models.encoder import EncoderForSequenceClassification, EncoderForSpanExtraction
+from plmjax.models.encoder import (EncoderForSequenceClassification, EncoderForSpanExtraction,
+                                   EncoderForTokenClassification)
 from plmjax.models.losses import weighted_cross_entropy
 from plmjax.models.pretraining import Seq2SeqTask
 from plmjax.models.task import ModelTask
@@ -151,12 +152,53 @@ def _features(name: str):
     return downstream.benchmarks()[name].features
 
 
+class TokenClassificationTask(HeadTask):
+    """A label per token (tagging, keyphrase extraction); logits [batch, length, num_labels]. Tokens with label
+    weight 0 (specials, padding, a word's later sub-words) do not count."""
+
+    label_keys = ("labels", "label_weights")
+
+    def make_module(self, cfg):
+        return EncoderForTokenClassification(cfg)
+
+    def metrics(self, logits, batch):
+        loss, acc = weighted_cross_entropy(logits, batch["labels"], batch["label_weights"])
+        return {"loss": loss, "accuracy": acc}
+
+    def check_labels(self, batch):
+        _check_range(batch, "labels", 0, self.cfg.num_labels, f"model.num_labels={self.cfg.num_labels}")
+
+
+HEADS["token_classification"] = TokenClassificationTask
+
+
+def file_task(config: Config) -> ModelTask:
+    """The model task that trains on the task file in data.task_file: its kind's head, or Seq2SeqTask."""
+    from plmjax.data import task_files
+
+    task = task_files.TaskFile.read(config.data.task_file)
+    if task.kind == "text_to_text":
+        if config.model.arch != "encoder_decoder":
+            raise ConfigError(f"{task.path}: text_to_text tasks train encoder-decoder models, not model.arch="
+                              f"{config.model.arch!r}")
+        return Seq2SeqTask(config.model)
+    if config.model.arch != "encoder":
+        raise ConfigError(f"{task.path}: {task.kind} tasks fine-tune an encoder, not model.arch={config.model.arch!r}")
+    if config.model.num_labels != task.num_labels:
+        raise ConfigError(f"{task.path}'s {task.kind} head needs model.num_labels={task.num_labels}, not "
+                          f"{config.model.num_labels} (`plmjax train --task {task.path}` sets it)")
+    return HEADS[task_files.HEADS[task.kind]](config.model)
+
+
 def benchmark_task(config: Config) -> ModelTask | None:
-    """The model task that fine-tunes on the downstream task in data.mixture; None for other mixtures.
+    """The model task that fine-tunes on the task file in data.task_file or the benchmark in data.mixture; None
+    for other mixtures.
 
     Text-to-text formats train the encoder-decoder's Seq2SeqTask; features formats the head of the
     task's kind, whose size model.num_labels must match.
     """
+    if config.data.task_file:
+        return file_task(config)
     if downstream.parse(config.data.mixture) is None:
         return None
     name, fmt = downstream.resolve(config.data.mixture, config.model.arch)

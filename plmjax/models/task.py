@@ -123,7 +123,7 @@ def make_model_task(config: Config) -> ModelTask:
     from plmjax.models.finetuning import benchmark_task
     from plmjax.objectives import registry
 
-    task = benchmark_task(config) if config.data.mixture else None
+    task = benchmark_task(config) if config.data.mixture or config.data.task_file else None
     if task is None:
         task = registry.for_config(config).model_task(config)
     for name in names(config.objective.regularizers):

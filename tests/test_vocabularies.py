@@ -1,6 +1,7 @@
 """seqio vocabularies: round trips (Python and TF), special ids, sentinels, word ids, `plmjax vocab train`."""
 
 import re
+import shutil
 
 import numpy as np
 import pytest
@@ -143,3 +144,27 @@ def test_cli_vocab_train_writes_a_loadable_vocabulary(documents, tmp_path, capsy
     vocab = vocabularies.load_vocabulary(str(out))
     assert (vocab.vocab_size, vocab.num_sentinels, vocab.kind) == (600, sentinels, kind)
     assert capsys.readouterr().out.strip() == f"wrote {out / file}: {kind}, 600 ids, {sentinels} sentinels"
+
+
+def test_a_sentencepiece_release_decodes_as_its_tokenizer_json_and_hf_do(documents, tmp_path):
+    """A T5 release read from spiece.model alone writes text as HF's T5 tokenizer (and the same release's
+    tokenizer.json read by plmjax) writes the same ids: sentinels glued to their neighbours, EOS shown."""
+    import transformers
+
+    from plmjax.data.tokenizer import Tokenizer
+
+    path = vocabularies.train_vocabulary("sentencepiece", documents, 500, str(tmp_path / "spm"), 0)
+    ours = vocabularies.load_vocabulary(path)
+    (tmp_path / "release").mkdir()
+    shutil.copyfile(path, tmp_path / "release" / "spiece.model")  # a release as HF hubs hold T5's
+    hf = transformers.T5Tokenizer.from_pretrained(str(tmp_path / "release"), extra_ids=100)
+    hf.save_pretrained(str(tmp_path / "hf"))
+    released = Tokenizer.load(str(tmp_path / "hf" / "tokenizer.json"))
+    ids = ours.encode("positional arguments construct the object")
+    for case in (ids, [*ids[:2], ours.sentinel_id(68), *ids[2:], ours.eos_id],
+                 [ours.sentinel_id(0), *ids, ours.sentinel_id(1), ours.eos_id, ours.pad_id, ours.pad_id],
+                 [ours.unk_id, *ids]):
+        expected = hf.decode([i for i in case if i != ours.pad_id], skip_special_tokens=False,
+                             clean_up_tokenization_spaces=False)
+        assert ours.decode(case) == expected == released.decode(case), case
+    assert "<extra_id_68>" in ours.decode([*ids[:2], ours.sentinel_id(68), *ids[2:]])

@@ -147,6 +147,19 @@ class SentencePieceVocabulary(_Sentinels, seqio.SentencePieceVocabulary):
         """The ids of each text (the corpus pipeline's Tokenizer interface)."""
         return self.tokenizer.EncodeAsIds(list(texts))
 
+    def decode(self, ids: Iterable[int]) -> str:
+        """Text of `ids` as HF's T5 tokenizer (a release's tokenizer.json) writes it, so a release reads the same
+        whichever vocabulary file it ships: pad dropped; EOS, UNK and sentinels shown by name and glued to their
+        neighbours (seqio's decode stops at EOS and spaces sentinels out); '▁' is a space, but not first."""
+        sp, pieces = self.tokenizer, []
+        first_sentinel = self.vocab_size - self.num_sentinels
+        for i in map(int, ids):
+            if i == self.pad_id:
+                continue
+            pieces.append(sentinel_token(self.vocab_size - 1 - i) if i >= first_sentinel else sp.IdToPiece(i))
+        text = "".join(pieces).replace("▁", " ")
+        return text[1:] if pieces and pieces[0].startswith("▁") else text
+
     @property
     def special_ids(self) -> frozenset[int]:
         """Control and unknown pieces (pad, EOS, UNK) and the sentinels."""

@@ -57,3 +57,15 @@ def markdown(records: list[dict], machine: dict) -> str:
     if mesh:
         sections.append(f"**Fake CPU devices against one device, same total batch**\n\n{mesh_table(mesh)}")
     return "\n\n".join(sections)
+
+
+def write(records, text: str, json_path: str | None, markdown_path: str | None) -> None:
+    """A benchmark script's --json (the records) and --markdown (the tables) outputs, where asked for."""
+    import json
+
+    if json_path:
+        with open(json_path, "w") as f:
+            json.dump(records, f, indent=1)
+    if markdown_path:
+        with open(markdown_path, "w") as f:
+            f.write(text.rstrip("\n") + "\n")

@@ -117,12 +117,7 @@ def main(argv: list[str] | None = None) -> None:
     records, machine = run(args.models.split(","), PLANS["quick" if args.quick else "full"], log)
     tables = report.markdown(records, machine)
     print(tables)
-    if args.json:
-        with open(args.json, "w") as f:
-            json.dump(records, f, indent=1)
-    if args.markdown:
-        with open(args.markdown, "w") as f:
-            f.write(tables + "\n")
+    report.write(records, tables, args.json, args.markdown)
 
 
 if __name__ == "__main__":

@@ -67,11 +67,11 @@ def test_classification_keeps_label_names_and_eval_matches_sklearn_on_prediction
     trained = capsys.readouterr().out
     saved = json.load(open(tmp_path / "run" / "task.json"))
     assert saved["labels"] == [3, "no", "yes"]  # as the train file writes them, a number among strings too
-    rows = _predictions(tmp_path / "run", str(tmp_path / "cls" / "dev.jsonl"), tmp_path)
+    rows_out = _predictions(tmp_path / "run", str(tmp_path / "cls" / "dev.jsonl"), tmp_path)
     golds = [json.loads(line)["label"] for line in open(tmp_path / "cls" / "dev.jsonl")]
-    predicted = [row["prediction"] for row in rows]
-    assert len(rows) == 8 and set(predicted) <= {3, "no", "yes"}
-    assert all(abs(sum(row["probabilities"].values()) - 1) < 1e-5 for row in rows)
+    predicted = [row["prediction"] for row in rows_out]
+    assert len(rows_out) == 8 and set(predicted) <= {3, "no", "yes"}
+    assert all(abs(sum(row["probabilities"].values()) - 1) < 1e-5 for row in rows_out)
     keys = [str(g) for g in golds], [str(p) for p in predicted]
     accuracy = 100 * sklearn.metrics.accuracy_score(*keys)
     macro_f1 = 100 * sklearn.metrics.f1_score(*keys, average="macro", zero_division=0)
@@ -80,6 +80,27 @@ def test_classification_keeps_label_names_and_eval_matches_sklearn_on_prediction
     for name, value in (("accuracy", accuracy), ("macro_f1", macro_f1)):
         assert re.search(rf"{name}\s+{value:.2f}", evaluated), evaluated
         assert re.search(rf"{name}\s+{value:.2f}", trained), trained  # train ends with the same table
+
+    # The run records its head, so it exports as HF's classifier, which gives predict's probabilities.
+    import torch
+    import transformers
+
+    from plmjax.data.tokenizer import Tokenizer
+    from plmjax.data.task_files import features
+
+    assert main(["convert", "--to", "hf", str(tmp_path / "run"), "--out", str(tmp_path / "hf")]) == 0
+    model, info = transformers.BertForSequenceClassification.from_pretrained(tmp_path / "hf", output_loading_info=True)
+    assert not info["missing_keys"] and not info["unexpected_keys"]
+    saved_task = TaskFile.read(str(tmp_path / "run" / "task.json"))
+    rows = features(saved_task).encode(saved_task.records("validation"),
+                                       Tokenizer.load(str(tmp_path / "run" / "tokenizer.json")), 32).arrays
+    with torch.no_grad():
+        logits = model.eval()(input_ids=torch.from_numpy(rows["input_ids"]).long(),
+                              token_type_ids=torch.from_numpy(rows["segment_ids"]).long(),
+                              attention_mask=torch.from_numpy(rows["attention_mask"]).long()).logits
+    theirs = torch.softmax(logits, -1).numpy()
+    ours = np.array([[row["probabilities"][str(label)] for label in saved["labels"]] for row in rows_out])
+    np.testing.assert_allclose(ours, theirs, atol=1e-5)
 
 
 @pytest.mark.parametrize("kind", ["regression", "multiple_choice", "token_classification", "extractive_qa"])
@@ -178,7 +199,7 @@ def test_text_to_text_trains_an_encoder_decoder_and_scores_rouge(tmp_path, capsy
 ])
 def test_bad_files_are_clear_errors_before_any_step(tmp_path, capsys, problem, message):
     task = _classification(tmp_path, ".csv" if problem == "csv_fields" else ".jsonl")
-    dev, train = tmp_path / "cls" / "dev.jsonl", tmp_path / "cls" / "train.jsonl"
+    dev = tmp_path / "cls" / "dev.jsonl"
     if problem == "missing_column":
         _write(dev, [{"text": "a", "label": "yes"}])
     elif problem == "empty":
@@ -188,7 +209,6 @@ def test_bad_files_are_clear_errors_before_any_step(tmp_path, capsys, problem, m
     elif problem == "unseen_label":
         _write(dev, [{"text": "a", "other": "b", "label": "yes"}, {"text": "a", "other": "b", "label": "maybe"}])
     elif problem == "tags":
-        train = tmp_path / "tags" / "train.jsonl"
         task = _task(tmp_path / "tags", {"kind": "token_classification", "train": "train.jsonl",
                                          "validation": "train.jsonl", "tokens": "w", "tags": "t"},
                      {"train": [{"w": ["a", "b", "c"], "t": ["O", "O"]}]})

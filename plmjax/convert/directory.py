@@ -97,13 +97,22 @@ def init_config(config: Config, source: str) -> Config:
 
 
 def head(directory: str) -> str | None:
-    """The task head a converted checkpoint carries (from its HF config); None: the pretraining model."""
-    from plmjax.convert import hf
+    """The task head a checkpoint carries: a converted one's from its HF config, a training run's from the model
+    its model task trains (an encoder's MLM-only, classification, tagging or QA model); None: the family's model."""
+    from plmjax.convert import bert, hf
 
     hf_config = read_hf_config(directory)
-    if hf_config is None:
+    if hf_config is not None:
+        return hf.head_from_hf(hf_config) or hf.default_head(hf_config["model_type"])
+    if is_converted(directory) or not os.path.exists(os.path.join(directory, CONFIG)):
         return None
-    return hf.head_from_hf(hf_config) or hf.default_head(hf_config["model_type"])
+    config = read_config(directory)
+    if config.model.arch != "encoder":
+        return None
+    from plmjax.models.task import make_model_task
+
+    heads = {bert.module_for(name): name for name in bert.ARCHITECTURES.values()}
+    return heads.get(type(make_model_task(config).module))
 
 
 def _init_params(cfg, head_name: str | None):

@@ -135,6 +135,11 @@ class Checkpointer:
         with ocp.PyTreeCheckpointer() as checkpointer:
             return checkpointer.restore(os.path.join(self.directory, str(step), "state"), args=args)["params"]
 
+    def shapes(self, step: int) -> dict[str, tuple[int, ...]]:
+        """Leaf path -> shape of the state saved at `step`, read from its metadata (no arrays are read)."""
+        self._check_step(step)
+        return _shapes(self._manager.item_metadata(step)["state"].tree)
+
     def restore_extra(self, step: int) -> dict:
         """The JSON dict saved with `step`."""
         self._check_step(step)

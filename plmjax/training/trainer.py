@@ -102,12 +102,12 @@ class Trainer:
         self.checkpointer = Checkpointer(os.path.join(workdir, "checkpoints"), keep=config.train.keep_checkpoints)
         self.metrics = MetricsWriter(workdir, enabled=jax.process_index() == 0)
         self.base: dict | None = None  # trainable-only runs: what the frozen parameters are (see _base_params)
-        with self._context():
+        with self.context():
             self.train_step = make_train_step(self.task, config, self.optimizer, self.shardings, self.mesh, self.parts)
             self.eval_step = make_eval_step(self.task, self.shardings, self.mesh)
 
     @contextlib.contextmanager
-    def _context(self):
+    def context(self):
         """Mesh, logical-axis rules and runtime settings active while tracing."""
         with jax.set_mesh(self.mesh), partitioning.axis_rules(), runtime.use(self.config.runtime):
             yield
@@ -165,7 +165,7 @@ class Trainer:
         """Mean of each metric over `eval_steps` fixed eval batches."""
         totals: dict[str, float] = {}
         steps = max(self.config.train.eval_steps, 1)
-        with self._context():
+        with self.context():
             for i in range(steps):
                 batch = self.eval_source.batch(i)
                 self.task.validate(batch)
@@ -188,7 +188,7 @@ class Trainer:
         bar = tqdm(total=end, initial=start, desc="train", disable=not self.progress, dynamic_ncols=True)
         last_time, last_step = time.perf_counter(), start
         preempted = False
-        with self._context(), PreemptionWatch() as preemption:
+        with self.context(), PreemptionWatch() as preemption:
             for step in range(start, end):
                 batch = self.train_source.batch(step)
                 self.task.validate(batch)

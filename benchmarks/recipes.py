@@ -36,6 +36,7 @@ from plmjax.training.trainer import Trainer  # noqa: E402
 
 CONFIG = os.path.join(HERE, "..", "configs", "bert_tiny.py")
 LANGUAGES = {"chinese_sentiment": "chinese", "austen_novel": "english", "fortunes_topic": "english"}
+VOCAB_SIZES = {"english": 4096, "chinese": 8192}  # Chinese: ~4.7k characters before any word piece
 
 
 @dataclasses.dataclass(frozen=True)
@@ -69,7 +70,7 @@ class Plan:
     documents: int = 0  # pretraining documents used (0: all)
 
 
-PLANS = {"quick": Plan(budget_flops=2e13, finetune_steps=40, seeds=3, low_data=100),
+PLANS = {"quick": Plan(budget_flops=5e12, finetune_steps=40, seeds=3, low_data=100),
          "full": Plan(budget_flops=5e14, finetune_steps=400, seeds=3, low_data=100)}
 TINY = Plan(budget_flops=2e10, finetune_steps=2, seeds=1, low_data=8, batch_size=4, seq_length=32, documents=40)
 
@@ -92,6 +93,7 @@ def pretrain(name: str, language: str, plan: Plan, cache: str) -> tuple[str, flo
                                                 f"{plan.documents or 'all'}")
     overrides = [*RECIPES[name].overrides, f"data.corpus=text_files:{_corpus(language, cache, plan.documents)}",
                  f"data.seq_length={plan.seq_length}", f"data.batch_size={plan.batch_size}", "mesh.data=1",
+                 f"model.vocab_size={VOCAB_SIZES[language]}",
                  "train.eval_every=0", "train.checkpoint_every=0", "train.eval_steps=2"]
     probe = Trainer(load_config(CONFIG, overrides + ["train.num_steps=1"]), workdir, progress=False)  # trains nothing
     with probe.context():  # mesh, axis rules and runtime settings while the step is traced for its FLOPs

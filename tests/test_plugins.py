@@ -44,8 +44,13 @@ def plugin(name: str) -> str:
     return os.path.join(HERE, "plugins", f"{name}.py")
 
 
-for _name in ("parity", "norm_scales", "clipped", "alibi", "entropy", "summary_carry"):
-    plugins.load(plugin(_name))
+@pytest.fixture(scope="module", autouse=True)
+def loaded_plugins():
+    """Every plug-in registered once, when this module's tests start (registrations last for the session)."""
+    for name in ("parity", "norm_scales", "clipped", "alibi", "entropy", "summary_carry"):
+        plugins.load(plugin(name))
+
+
 TINY = ["model.num_layers=1", "data.seq_length=32", "data.batch_size=8", "train.eval_steps=1", "train.log_every=1",
         "mesh.data=1", "objective.mlm.max_predictions=5"]
 

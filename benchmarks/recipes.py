@@ -70,7 +70,7 @@ class Plan:
     documents: int = 0  # pretraining documents used (0: all)
 
 
-PLANS = {"quick": Plan(budget_flops=5e12, finetune_steps=40, seeds=3, low_data=100),
+PLANS = {"quick": Plan(budget_flops=5e12, finetune_steps=120, seeds=3, low_data=100),
          "full": Plan(budget_flops=5e14, finetune_steps=400, seeds=3, low_data=100)}
 TINY = Plan(budget_flops=2e10, finetune_steps=2, seeds=1, low_data=8, batch_size=4, seq_length=32, documents=40)
 

@@ -232,3 +232,13 @@ def test_long_rows_are_counted_in_one_warning_and_head_tail_keeps_both_ends(tmp_
     with pytest.raises(TaskFileError, match="'kind' must be one of"):
         TaskFile.read(_task(tmp_path / "bad", {"kind": "summarize", "train": "t.jsonl", "validation": "t.jsonl"},
                             {}))
+
+
+def test_importing_squad_for_its_features_first_does_not_hide_the_other_benchmarks():
+    import subprocess
+    import sys
+
+    code = ("import plmjax.data.squad; from plmjax.data import downstream; "
+            "print(sorted(downstream.SUITES), 'glue_rte' in downstream.benchmarks())")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=ROOT)
+    assert out.stdout.split() == ["['glue',", "'superglue']", "True"]

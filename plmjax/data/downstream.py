@@ -95,9 +95,9 @@ def add(task: Benchmark) -> None:
 
 
 def _load_definitions() -> None:
-    """Import the benchmark modules once; each adds its tasks and its benchmark group."""
-    if not BENCHMARKS:
-        from plmjax.data import glue, squad, superglue  # noqa: F401
+    """Import every benchmark module (each adds its benchmarks and its suite when first imported), whichever of
+    them was imported already: importing squad for its span features alone must not hide glue and superglue."""
+    from plmjax.data import glue, squad, superglue  # noqa: F401
 
 
 def benchmarks() -> dict[str, Benchmark]:

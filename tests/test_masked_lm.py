@@ -138,6 +138,10 @@ def test_convert_a_roberta_for_masked_lm_dir_and_train_without_nsp(models, tmp_p
     assert step == 2
     moved = np.abs(tuned["mlm_head"]["transform"]["kernel"] - params["mlm_head"]["transform"]["kernel"]).max()
     assert 0 < moved < 0.01
+    tuned_hf = tmp_path / "tuned_hf"  # the run records its head (MLM only), so it exports as the release did
+    assert main(["convert", "--to", "hf", workdir, "--out", str(tuned_hf)]) == 0
+    _, info = transformers.RobertaForMaskedLM.from_pretrained(tuned_hf, output_loading_info=True)
+    assert not info["missing_keys"] and not info["unexpected_keys"]
 
 
 # ---------------------------------------------------------------- T5 with a SentencePiece model

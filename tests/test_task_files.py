@@ -229,6 +229,11 @@ def test_long_rows_are_counted_in_one_warning_and_head_tail_keeps_both_ends(tmp_
     assert _train(task, tmp_path / "run") == 0
     assert "4 of 8 rows of" in caplog.text and "their head and tail kept" in caplog.text
     assert head_tail(list(range(100)), 8) == [0, 1, 94, 95, 96, 97, 98, 99]
+    broken = tmp_path / "broken.json"
+    broken.write_text(json.dumps({"data": [{"paragraphs": [{"context": "c", "qas": [{"id": "q1", "answers": []}]}]}]}))
+    qa = _task(tmp_path / "qa", {"kind": "extractive_qa", "train": str(broken), "validation": str(broken)}, {})
+    with pytest.raises(TaskFileError, match=r"broken.json: question 1 \(q1\) lacks 'question'"):
+        TaskFile.read(qa).records("train")
     with pytest.raises(TaskFileError, match="'kind' must be one of"):
         TaskFile.read(_task(tmp_path / "bad", {"kind": "summarize", "train": "t.jsonl", "validation": "t.jsonl"},
                             {}))

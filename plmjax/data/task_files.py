@@ -98,10 +98,16 @@ def _squad_rows(path: str) -> list[tuple[int, dict]]:
         for paragraph in article.get("paragraphs", ()):
             for qa in paragraph.get("qas", ()):
                 answers = qa.get("answers", [])
-                rows.append((len(rows) + 1, {
-                    "id": str(qa.get("id", len(rows))), "context": paragraph["context"], "question": qa["question"],
-                    "answers": {"text": [a["text"] for a in answers], "answer_start": [a["answer_start"] for a in answers]},
-                    "is_impossible": bool(qa.get("is_impossible", not answers))}))
+                try:
+                    rows.append((len(rows) + 1, {
+                        "id": str(qa.get("id", len(rows))), "context": paragraph["context"], "question": qa["question"],
+                        "answers": {"text": [a["text"] for a in answers],
+                                    "answer_start": [a["answer_start"] for a in answers]},
+                        "is_impossible": bool(qa.get("is_impossible", not answers))}))
+                except (KeyError, TypeError) as error:
+                    raise TaskFileError(f"{path}: question {len(rows) + 1} ({qa.get('id', 'no id')}) lacks "
+                                        f"{error}; SQuAD format has context, question and answers with text and "
+                                        "answer_start") from None
     if not rows:
         raise TaskFileError(f"data file {path!r} has no questions")
     return rows

@@ -247,3 +247,20 @@ def test_importing_squad_for_its_features_first_does_not_hide_the_other_benchmar
             "print(sorted(downstream.SUITES), 'glue_rte' in names)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=ROOT)
     assert out.stdout.split() == ["['glue',", "'superglue']", "True"]
+
+
+def test_a_run_that_trains_only_its_head_is_scored_and_predicts_on_its_base(tmp_path, capsys):
+    task = _classification(tmp_path)
+    assert main(["train", "--config", os.path.join(ROOT, "configs", "bert_tiny.py"), "--workdir", str(tmp_path / "run"),
+                 "--task", task, "--set", "train.trainable=classifier"] + QUICK) == 0
+    trained = capsys.readouterr().out
+    from plmjax.training.checkpoints import Checkpointer
+
+    with Checkpointer(str(tmp_path / "run" / "checkpoints")) as checkpointer:
+        stored = {p for p in checkpointer.shapes(2) if p.startswith("params/")}
+    assert stored == {"params/classifier/bias", "params/classifier/kernel"}  # only what trains is stored
+    rows = _predictions(tmp_path / "run", str(tmp_path / "cls" / "dev.jsonl"), tmp_path)
+    golds = [str(json.loads(line)["label"]) for line in open(tmp_path / "cls" / "dev.jsonl")]
+    accuracy = 100 * sklearn.metrics.accuracy_score(golds, [str(r["prediction"]) for r in rows])
+    assert re.search(rf"accuracy\s+{accuracy:.2f}", trained), trained  # scored on its base, as predict is
+

@@ -82,8 +82,10 @@ def restore(directory: str, model_task, example: dict[str, np.ndarray]):
     from plmjax.convert import directory as checkpoint_dir
 
     one = jax.tree.map(lambda x: x[:1], example)
-    boxed = jax.eval_shape(lambda: model_task.init(jax.random.key(0), one))["params"]
-    return checkpoint_dir.restore_params(directory, nn.meta.unbox(boxed))[0]
+    init = lambda key: nn.meta.unbox(model_task.init(key, one)["params"])  # noqa: E731
+    seed = lambda: checkpoint_dir.read_config(directory).train.seed  # noqa: E731
+    return checkpoint_dir.restore_params(directory, jax.eval_shape(init, jax.random.key(0)),  # a trainable-only
+                                         fresh=lambda: jax.jit(init)(jax.random.key(seed())))[0]  # run's base
 
 
 # ---------------------------------------------------------------- predictions

@@ -242,7 +242,7 @@ def _report_downstream(checkpoint: str, name: str, overrides: list[str], split: 
 def cmd_eval(args) -> None:
     if args.task:
         if args.mode != "loss":
-            raise ConfigError(f"--task scores downstream tasks; it does not combine with --mode {args.mode}")
+            raise ConfigError(f"--task scores task files and benchmarks; it does not combine with --mode {args.mode}")
         _report_downstream(args.workdir, args.task, args.overrides, args.split)
         return
     trainer, params, step = _trainer_with_params(args.workdir, args.overrides)

@@ -34,15 +34,16 @@ from plmjax.cli import main as plmjax  # noqa: E402
 from plmjax.config import load_config  # noqa: E402
 from plmjax.training.trainer import Trainer  # noqa: E402
 
-CONFIG = os.path.join(HERE, "..", "configs", "bert_tiny.py")
+CONFIGS = os.path.join(HERE, "..", "configs")
 LANGUAGES = {"chinese_sentiment": "chinese", "austen_novel": "english", "fortunes_topic": "english"}
 VOCAB_SIZES = {"english": 4096, "chinese": 8192}  # Chinese: ~4.7k characters before any word piece
 
 
 @dataclasses.dataclass(frozen=True)
 class Recipe:
-    """A pretraining recipe: overrides of configs/bert_tiny.py."""
+    """A pretraining recipe: a tiny preset of configs/ (all bert_tiny's size) and overrides of it."""
 
+    config: str
     overrides: tuple[str, ...]
     about: str
 
@@ -55,7 +56,12 @@ class Method:
     about: str
 
 
-RECIPES = {"mlm": Recipe(("objective.kind=mlm", "objective.mlm.nsp=false"), "BERT masked LM (15%), no NSP")}
+RECIPES = {
+    "mlm": Recipe("bert_tiny", ("objective.kind=mlm", "objective.mlm.nsp=false"), "BERT masked LM (15%), no NSP"),
+    "roberta": Recipe("roberta_tiny", (), "RoBERTa: MLM on FULL-SENTENCES rows, byte-level BPE, AdamW beta2 0.98"),
+    "albert": Recipe("albert_tiny", (), "ALBERT: E=64, shared layers, n-gram MLM + sentence order, LAMB"),
+    "electra": Recipe("electra_tiny", (), "ELECTRA: replaced-token detection against a 1/4-width generator"),
+}
 METHODS = {"full": Method((), "every parameter trains")}
 
 
@@ -91,11 +97,13 @@ def pretrain(name: str, language: str, plan: Plan, cache: str) -> tuple[str, flo
     """(workdir, training FLOPs) of recipe `name` pretrained on `language`; reused when cached."""
     workdir = os.path.join(cache, "pretrained", f"{name}_{language}_{plan.budget_flops:.0e}_{plan.seq_length}_"
                                                 f"{plan.documents or 'all'}")
-    overrides = [*RECIPES[name].overrides, f"data.corpus=text_files:{_corpus(language, cache, plan.documents)}",
+    recipe = RECIPES[name]
+    config = os.path.join(CONFIGS, f"{recipe.config}.py")
+    overrides = [*recipe.overrides, f"data.corpus=text_files:{_corpus(language, cache, plan.documents)}",
                  f"data.seq_length={plan.seq_length}", f"data.batch_size={plan.batch_size}", "mesh.data=1",
                  f"model.vocab_size={VOCAB_SIZES[language]}",
                  "train.eval_every=0", "train.checkpoint_every=0", "train.eval_steps=2"]
-    probe = Trainer(load_config(CONFIG, overrides + ["train.num_steps=1"]), workdir, progress=False)  # trains nothing
+    probe = Trainer(load_config(config, overrides + ["train.num_steps=1"]), workdir, progress=False)  # trains nothing
     with probe.context():  # mesh, axis rules and runtime settings while the step is traced for its FLOPs
         step_flops = flops.TRAIN_FACTOR * flops.forward_flops(lambda p, b: probe.task.loss(p, b)[0],
                                                               probe.abstract_state.params, probe.example)
@@ -103,7 +111,7 @@ def pretrain(name: str, language: str, plan: Plan, cache: str) -> tuple[str, flo
     probe.close()
     steps = max(1, int(plan.budget_flops // step_flops))
     if not done:  # the tokenizer the probe trained (WORKDIR/tokenizer.json) is reused
-        trainer = Trainer(load_config(CONFIG, overrides + [f"train.num_steps={steps}"]), workdir)
+        trainer = Trainer(load_config(config, overrides + [f"train.num_steps={steps}"]), workdir)
         try:
             trainer.run()
         finally:

@@ -132,11 +132,17 @@ class DataConfig(_Section):
     mixture: str = ""  # a seqio task or mixture (`plmjax tasks` lists them); empty: batches from corpus
     task_file: str = ""  # a task file of the user's own data (plmjax.data.task_files); `train --task FILE.json` sets it
     vocab: str = ""  # tokenizer.json or SentencePiece .model; empty: train one on the corpus
+    # The vocabulary trained when data.vocab is empty: wordpiece | bpe (byte-level; an encoder's has RoBERTa's
+    # <s> <pad> </s> <unk> <mask>, pad id 1); "": bpe for decoders, wordpiece otherwise.
+    vocab_kind: str = ""
     seq_length: int = 128
     target_length: int = 0  # encoder-decoder targets; 0: derived from the objective
     batch_size: int = 32
     eval_fraction: float = 0.05
     seed: int = 0
+
+    def __post_init__(self):
+        _check_choice("data.vocab_kind", self.vocab_kind, ("", "wordpiece", "bpe"))
 
 
 # Typed options of registered kinds, `SECTION.<kind>.<field>` on the command line: (section, kind) -> dataclass.
@@ -180,8 +186,9 @@ class ObjectiveConfig(_Options, _Section):
 
 @dataclasses.dataclass
 class OptimizerConfig(_Section):
-    """AdamW with warmup, a decay schedule, weight-decay masking and clipping."""
+    """AdamW (or LAMB) with warmup, a decay schedule, weight-decay masking and clipping."""
 
+    kind: str = "adamw"  # adamw | lamb (layer-wise adaptive rates: ALBERT's large-batch optimizer)
     learning_rate: float = 1e-4
     schedule: str = "linear"  # linear | cosine | inverse_sqrt | constant
     warmup_steps: int = 0
@@ -195,6 +202,7 @@ class OptimizerConfig(_Section):
         _check_choice(
             "optimizer.schedule", self.schedule, ("linear", "cosine", "inverse_sqrt", "constant")
         )
+        _check_choice("optimizer.kind", self.kind, ("adamw", "lamb"))
 
 
 @dataclasses.dataclass
@@ -303,6 +311,35 @@ def _check_moe(cfg: ModelConfig) -> None:
 def bert(**model: Any) -> Config:
     """BERT: post-norm encoder, learned positions, segment embeddings, MLM + NSP."""
     return Config(model=ModelConfig(arch="encoder", **model))
+
+
+def roberta(**model: Any) -> Config:
+    """RoBERTa: BERT's encoder with positions offset by pad + 1, one segment type, trained on MLM alone over
+    FULL-SENTENCES rows with dynamic masking, a byte-level BPE vocabulary and AdamW with beta2 0.98, eps 1e-6."""
+    family = dict(arch="encoder", vocab_size=50265, pad_token_id=1, position_offset=2, max_length=514,
+                  type_vocab_size=1, norm_eps=1e-5)
+    family.update(model)
+    config = Config(model=ModelConfig(**family), data=DataConfig(vocab_kind="bpe"),
+                    optimizer=OptimizerConfig(b2=0.98, eps=1e-6, weight_decay=0.01))
+    config.objective.mlm.nsp = False
+    config.objective.mlm.full_sentences = True
+    return config
+
+
+def albert(**model: Any) -> Config:
+    """ALBERT: factorized embeddings (E=128), every layer sharing one set of weights, tanh-GELU, no dropout (v2),
+    trained on n-gram masked LM plus sentence-order prediction with LAMB."""
+    family = dict(arch="encoder", vocab_size=30000, embedding_size=128, shared_layer_groups=1,
+                  activation="gelu_tanh", dropout_rate=0.0, attention_dropout_rate=0.0)
+    family.update(model)
+    return Config(model=ModelConfig(**family), objective=ObjectiveConfig(kind="sop"),
+                  optimizer=OptimizerConfig(kind="lamb", eps=1e-6))
+
+
+def electra(**model: Any) -> Config:
+    """ELECTRA: a BERT-shaped discriminator (no NSP) trained on replaced-token detection against a small
+    masked-LM generator that shares its embeddings (objective.replaced_token_detection.*)."""
+    return Config(model=ModelConfig(arch="encoder", **model), objective=ObjectiveConfig(kind="replaced_token_detection"))
 
 
 def t5(*, v1_1: bool = False, **model: Any) -> Config:
@@ -496,6 +533,9 @@ def _check_kinds(config: Config) -> None:
     from plmjax.training import step
 
     _check_choice("objective.kind", config.objective.kind, tuple(objectives.OBJECTIVES))
+    check = objectives.OBJECTIVES[config.objective.kind].check
+    if check is not None and config.model.arch == objectives.OBJECTIVES[config.objective.kind].arch:
+        check(config)
     for name in names(config.objective.regularizers):
         _check_choice("objective.regularizers", name, tuple(objectives.REGULARIZERS))
     _check_choice("train.gradient", config.train.gradient, tuple(step.GRADIENTS))

@@ -24,7 +24,7 @@ def compile_report(capsys, preset: str, topology: str, *overrides: str) -> dict:
     return report
 
 
-@pytest.mark.parametrize("preset", ["bert_tiny", "t5_tiny", "gpt_tiny"])
+@pytest.mark.parametrize("preset", ["bert_tiny", "t5_tiny", "gpt_tiny", "roberta_tiny", "albert_tiny", "electra_tiny"])
 def test_abstract_batch_is_what_the_data_pipeline_yields(preset):
     config = load_config(CONFIGS / f"{preset}.py", ["data.batch_size=4"])
     batch = sources.make_source(config, sources.build_vocabulary(config), "train").batch(0)
@@ -45,6 +45,20 @@ def test_t5_xxl_fits_a_v5p_pod_slice_with_16_way_model_parallelism(capsys):
         "decoder_input_ids"].shape[1])
     assert 0.5 < report["flops_per_step"] / (6 * T5_XXL_PARAMS * tokens / 2) < 2  # each half of the model sees its half
     assert 0 < report["estimated_mfu"] < 1
+
+
+# (preset, parameters, parameters each token's matmuls read: ALBERT's one layer is read 12 times; ELECTRA's are the
+# discriminator's and the generator's 12 layers each)
+# (scanned layers compile ELECTRA's 24 once each: a TPU run's layout, and a quarter of the compile time)
+@pytest.mark.parametrize("preset, params, matmul_params, layout", [
+    ("albert_base", 11.8e6, 12 * 7.08e6, "model.scan_layers=false"),
+    ("electra_base", 119.4e6, 12 * 7.08e6 + 12 * 0.79e6, "model.scan_layers=true")])
+def test_albert_and_electra_base_compile_for_a_tpu_slice(capsys, preset, params, matmul_params, layout):
+    report = compile_report(capsys, preset, "v5e:2x2", "data.batch_size=8", "data.seq_length=64", layout)
+    assert report["fits"] and report["mesh"] == {"data": 4, "expert": 1, "model": 1}
+    assert report["params_bytes"] == pytest.approx(4 * params, rel=0.01)  # replicated: every chip holds all
+    assert report["optimizer_bytes"] == pytest.approx(2 * report["params_bytes"], rel=0.01)
+    assert 0.95 < report["flops_per_step"] / (6 * matmul_params * 8 * 64) < 1.25
 
 
 def test_t5_xxl_without_model_parallelism_overflows_a_small_slice(capsys):

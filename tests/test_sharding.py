@@ -8,7 +8,7 @@ import pytest
 from jax.sharding import PartitionSpec as P
 
 from plmjax import partitioning
-from plmjax.config import MeshConfig, bert, gpt, t5
+from plmjax.config import MeshConfig, bert, electra, gpt, t5
 from plmjax.models.task import make_model_task
 from plmjax.objectives.mlm import mask_tokens
 from plmjax.training import state as state_lib
@@ -45,20 +45,32 @@ def causal_batch(rng):
 FAMILIES = {"bert": (bert, mlm_batch), "t5": (t5, seq2seq_batch), "gpt": (gpt, causal_batch)}
 
 
-def loss_grads_and_step(config, batch, mesh):
-    """(loss, grads, params after two train steps) computed on `mesh`."""
+def _sharded(config, batch, mesh):
+    """(model task, optimizer, state shardings, initial state, the batch on the mesh)."""
     task = make_model_task(config)
     optimizer = make_optimizer(config.optimizer, config.train.num_steps)
     _, shardings = state_lib.state_shardings(task, optimizer, mesh, batch)
     state = state_lib.init_state(task, optimizer, batch, shardings, seed=0)
+    return task, optimizer, shardings, state, {k: jax.device_put(v, partitioning.batch_sharding(mesh))
+                                                for k, v in batch.items()}
+
+
+def loss_and_grads(config, batch, mesh):
+    """((loss, grads) on the host, the model task, optimizer, shardings, initial state and batch) on `mesh`."""
+    task, optimizer, shardings, state, sharded_batch = _sharded(config, batch, mesh)
     with jax.set_mesh(mesh), partitioning.axis_rules():
-        sharded_batch = {k: jax.device_put(v, partitioning.batch_sharding(mesh)) for k, v in batch.items()}
-        grad_fn = jax.jit(jax.value_and_grad(lambda p, b: task.loss(p, b)[0]))
-        loss, grads = grad_fn(state.params, sharded_batch)
+        value = jax.jit(jax.value_and_grad(lambda p, b: task.loss(p, b)[0]))(state.params, sharded_batch)
+    return jax.device_get(value), (task, optimizer, shardings, state, sharded_batch)
+
+
+def loss_grads_and_step(config, batch, mesh):
+    """(loss, grads, params after two train steps) computed on `mesh`."""
+    (loss, grads), (task, optimizer, shardings, state, sharded_batch) = loss_and_grads(config, batch, mesh)
+    with jax.set_mesh(mesh), partitioning.axis_rules():
         step = make_train_step(task, config, optimizer, shardings, mesh)
         for _ in range(2):
             state, _ = step(state, sharded_batch)
-    return jax.device_get(loss), jax.device_get(grads), jax.device_get(state.params), state
+    return loss, grads, jax.device_get(state.params), state
 
 
 def assert_trees_close(actual, expected, rtol):
@@ -103,6 +115,24 @@ def test_sharded_equals_single_device(family, data, model):
     assert table.addressable_shards[0].data.shape == (SMALL["vocab_size"] // model, SMALL["hidden_size"])
     moments = [x for x in jax.tree.leaves(state_n.opt_state) if x.shape == wo.shape]
     assert moments and all(x.sharding.spec == P("model", None) for x in moments)
+
+
+def test_electra_generator_and_discriminator_on_a_mesh_equal_one_device():
+    # Both networks, the shared embeddings and the generator's samples (drawn on sharded logits) agree.
+    config = electra(**SMALL)
+    config.objective.replaced_token_detection.generator_hidden_size = 16
+    config.objective.replaced_token_detection.generator_num_heads = 2
+    config.train.num_steps = 10
+    batch = mlm_batch(np.random.default_rng(0))
+    del batch["nsp_labels"]
+    single = partitioning.make_mesh(MeshConfig(data=1, model=1), jax.devices()[:1])
+    (loss_1, grads_1), _ = loss_and_grads(config, batch, single)
+    (loss_n, grads_n), (*_, state_n, _) = loss_and_grads(config, batch, partitioning.make_mesh(MeshConfig(data=4, model=2)))
+    np.testing.assert_allclose(loss_n, loss_1, rtol=1e-5)
+    assert_trees_close(grads_n, grads_1, rtol=1e-5)
+    assert np.linalg.norm(grads_1["generator"]["stack"]["layers_0"]["mlp"]["wi"]["kernel"]) > 0
+    wi = state_n.params["generator"]["stack"]["layers_0"]["mlp"]["wi"]["kernel"]
+    assert wi.sharding.spec == P(None, "model") and wi.addressable_shards[0].data.shape == (16, 64 // 2)
 
 
 def test_sharded_dropout_equals_single_device():

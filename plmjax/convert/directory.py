@@ -99,7 +99,7 @@ def init_config(config: Config, source: str) -> Config:
 def head(directory: str) -> str | None:
     """The task head a checkpoint carries: a converted one's from its HF config, a training run's from the model
     its model task trains (an encoder's MLM-only, classification, tagging or QA model); None: the family's model."""
-    from plmjax.convert import bert, hf
+    from plmjax.convert import hf
 
     hf_config = read_hf_config(directory)
     if hf_config is not None:
@@ -109,10 +109,10 @@ def head(directory: str) -> str | None:
     config = read_config(directory)
     if config.model.arch != "encoder":
         return None
+    from plmjax.models.encoder import HEADS
     from plmjax.models.task import make_model_task
 
-    heads = {bert.module_for(name): name for name in bert.ARCHITECTURES.values()}
-    return heads.get(type(make_model_task(config).module))
+    return {module: name for name, module in HEADS.items()}.get(type(make_model_task(config).module))
 
 
 def _init_params(cfg, head_name: str | None):
@@ -199,12 +199,43 @@ class Loaded:
         return hf.module_for(self.config.model, self.head)(self.config.model)
 
 
+def trains_a_head(directory: str, config: Config) -> bool:
+    """Whether the directory's parameters are those of `hf.module_for(config.model, head(directory))`: true but for
+    a training run whose model task trains another model (ELECTRA's generator and discriminator, a plug-in's)."""
+    return is_converted(directory) or config.model.arch != "encoder" or head(directory) is not None
+
+
+def task_init(config: Config) -> Callable[[Any], Any]:
+    """key -> the parameters of the model the config's model task trains, initialised on a one-row dummy batch of
+    its objective's features (for runs whose model is no HF head)."""
+    import flax.linen as nn
+
+    from plmjax.models.task import make_model_task
+    from plmjax.objectives import registry
+
+    task = make_model_task(config)
+    batch = {name: np.zeros((1, *shape), dtype)
+             for name, (shape, dtype) in registry.for_config(config).features(config).items()}
+    return lambda key: nn.meta.unbox(task.init(key, batch)["params"])
+
+
+def restore_task_params(directory: str, config: Config) -> tuple[Any, int]:
+    """`restore_params` of a run whose parameters are its model task's whole model (see `trains_a_head`)."""
+    init = task_init(config)
+    return restore_params(directory, jax.eval_shape(init, jax.random.key(0)),
+                          fresh=lambda: jax.jit(init)(jax.random.key(config.train.seed)))
+
+
 def load(directory: str, overrides: list[str] | tuple[str, ...] = ()) -> Loaded:
-    """Everything `decode` and `embed` need from a converted checkpoint or a training workdir."""
+    """Everything `decode` and `embed` need from a converted checkpoint or a training workdir (for a run whose model
+    is no HF head, `params` are its model task's and `head` is None)."""
     config = read_config(directory, overrides)
     tokenizer = load_tokenizer(directory, config)
     head_name = head(directory)
-    params, step = restore_params(directory, abstract_params(config.model, head_name),
-                                  fresh=lambda: fresh_params(config, head_name))
+    if trains_a_head(directory, config):
+        params, step = restore_params(directory, abstract_params(config.model, head_name),
+                                      fresh=lambda: fresh_params(config, head_name))
+    else:
+        params, step = restore_task_params(directory, config)
     return Loaded(config, head_name, params, tokenizer, step)
 

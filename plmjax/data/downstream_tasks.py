@@ -76,6 +76,9 @@ def text_to_text_task(task: Benchmark, name: str, vocabulary) -> seqio.Task:
 
 def text_to_text_batcher(config: Config, vocabulary) -> Batcher:
     """inputs -> encoder ids, targets -> teacher-forced decoder ids (Seq2SeqTask's batch)."""
+    if vocabulary.pad_id != seqio.vocabularies.PAD_ID:
+        raise ValueError(f"seqio pads text-to-text rows with id {seqio.vocabularies.PAD_ID}; this vocabulary pads "
+                         f"with {vocabulary.pad_id}")
     lengths = {"inputs": config.data.seq_length, "targets": downstream.target_length(config)}
     start = config.model.decoder_start_token_id
 

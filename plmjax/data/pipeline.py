@@ -26,7 +26,8 @@ from plmjax.data.corpus import load_documents, split_sentences
 from plmjax.data.tokenizer import Tokenizer
 from plmjax.objectives import registry
 from plmjax.objectives.causal_lm import shift_for_causal_lm
-from plmjax.objectives.mlm import mask_tokens
+from plmjax.objectives.mlm import MASK_FRACTION, RANDOM_FRACTION, mask_tokens
+from plmjax.objectives.ngram import mask_ngrams
 from plmjax.objectives.span_corruption import (
     compute_input_and_target_lengths,
     noise_counts,
@@ -73,10 +74,12 @@ def build_tokenizer(config: Config, workdir: str | None = None) -> Tokenizer:
         return read_vocabulary(path)
     saved = os.path.join(workdir, "tokenizer.json") if workdir else None
     vocab_size = config.model.vocab_size
+    kind = config.data.vocab_kind or ("bpe" if config.model.arch == "decoder" else "wordpiece")
     tokenizer = Tokenizer.train(
         load_documents(config.data.corpus),
-        kind="bpe" if config.model.arch == "decoder" else "wordpiece",
+        kind=kind,
         vocab_size=vocab_size,
+        encoder=config.model.arch == "encoder",
         num_sentinels=min(MAX_T5_SENTINELS, vocab_size // 10)
         if config.model.arch == "encoder_decoder"
         else 0,
@@ -144,6 +147,9 @@ def make_source(config: Config, tokenizer: Tokenizer, split: str) -> BatchSource
             f"the tokenizer has {tokenizer.vocab_size} ids but "
             f"model.vocab_size={config.model.vocab_size}"
         )
+    if objective.arch == "encoder" and tokenizer.pad_id != config.model.pad_token_id:
+        raise ValueError(f"the tokenizer pads with id {tokenizer.pad_id} but model.pad_token_id="
+                         f"{config.model.pad_token_id}; set model.pad_token_id={tokenizer.pad_id}")
     documents = split_documents(
         load_documents(config.data.corpus), config.data.eval_fraction, split
     )
@@ -245,54 +251,123 @@ def _pair_row(
     return tokens, [0] * (len(a) + 2) + [1] * (len(b) + 1)
 
 
-def mlm_objective(config: Config, tokenizer: Tokenizer) -> Finish:
-    """BERT's dynamic masking of the rows' `input_ids`, other features passed through."""
+def masking_objective(tokenizer: Tokenizer, options, mask_fraction: float = MASK_FRACTION,
+                      random_fraction: float = RANDOM_FRACTION) -> Finish:
+    """Dynamic masking of the rows' `input_ids` by an objective's `options` (mask_rate, max_predictions, and
+    ngram: 0 independent tokens, n whole-word spans of 1..n words), other features passed through."""
     if None in (tokenizer.cls_id, tokenizer.sep_id, tokenizer.mask_id):
         raise ValueError(
-            f"MLM needs [CLS], [SEP] and [MASK]: use a WordPiece, not {tokenizer.kind}"
+            f"masked LM needs [CLS], [SEP] and [MASK] (or <s>, </s>, <mask>): {tokenizer.kind} {tokenizer} has not"
         )
-    special_ids = tokenizer.special_ids
+    common = dict(mask_rate=options.mask_rate, max_predictions=options.max_predictions, mask_id=tokenizer.mask_id,
+                  vocab_size=tokenizer.vocab_size, special_ids=tokenizer.special_ids, mask_fraction=mask_fraction,
+                  random_fraction=random_fraction)
+    ngram = getattr(options, "ngram", 0)
+    continuation = getattr(tokenizer, "continuation_ids", None) if ngram else None
+    if ngram and continuation is None:
+        raise ValueError(f"n-gram masking reads word starts from a plmjax tokenizer.json; {tokenizer} has none: "
+                         "set the objective's ngram=0")
 
     def objective(rows: Features, step_rng: np.random.Generator) -> Features:
-        masked = mask_tokens(
-            rows["input_ids"],
-            step_rng,
-            mask_rate=config.objective.mlm.mask_rate,
-            max_predictions=config.objective.mlm.max_predictions,
-            mask_id=tokenizer.mask_id,
-            vocab_size=tokenizer.vocab_size,
-            special_ids=special_ids,
-        )
+        ids = rows["input_ids"]
+        if ngram:
+            masked = mask_ngrams(ids, ~np.isin(ids, continuation), step_rng, max_ngram=ngram, **common)
+        else:
+            masked = mask_tokens(ids, step_rng, **common)
         return {**rows, **masked}
 
     return objective
 
 
-def mlm_examples(
-    config: Config, tokenizer: Tokenizer, documents: Sequence[str], rng: np.random.Generator
-) -> tuple[Features, Finish]:
-    """BERT inputs: NSP sentence pairs, or single [CLS] segment [SEP] rows when nsp is off."""
-    objective = mlm_objective(config, tokenizer)
-    length = config.data.seq_length
-    if config.objective.mlm.nsp:
-        pairs = _nsp_pairs(_document_segments(tokenizer, documents, target=(length - 3) // 2), rng)
-        rows = [_pair_row(a, b, length, tokenizer) for a, b, _ in pairs]
-        labels = {"nsp_labels": np.array([label for _, _, label in pairs], dtype=np.int32)}
-    else:
-        segments = _document_segments(tokenizer, documents, target=length - 2)
-        rows = [
-            ([tokenizer.cls_id, *s[: length - 2], tokenizer.sep_id], [])
-            for doc in segments
-            for s in doc
-        ]
-        labels = {}
+def mlm_objective(config: Config, tokenizer: Tokenizer) -> Finish:
+    """BERT's dynamic masking (objective.mlm.*)."""
+    return masking_objective(tokenizer, config.objective.mlm)
+
+
+def _full_sentences(tokenizer: Tokenizer, documents: Sequence[str], budget: int) -> list[list[int]]:
+    """RoBERTa's FULL-SENTENCES: whole sentences packed in order into rows of at most `budget` tokens, crossing
+    document boundaries with a separator between documents; a sentence longer than a row is cut."""
+    rows, current = [], []
+    for doc in _document_segments(tokenizer, documents, target=1):
+        separate = bool(current)  # the first sentence of a document, unless it starts a row
+        for sentence in doc:
+            sentence = sentence[:budget]
+            if len(current) + separate + len(sentence) > budget:
+                rows.append(current)
+                current, separate = [], False
+            current += [tokenizer.sep_id] * separate + sentence
+            separate = False
+    return [*rows, current] if current else rows
+
+
+def _encoder_examples(rows: Sequence[tuple[list[int], list[int]]], length: int, tokenizer: Tokenizer,
+                      **labels: np.ndarray) -> Features:
+    """(tokens, segment ids) rows padded to `length`, with their attention mask and any per-row labels."""
     input_ids = _pad_rows([tokens for tokens, _ in rows], length, tokenizer.pad_id)
-    examples = {
+    return {
         "input_ids": input_ids,
         "segment_ids": _pad_rows([segment_ids for _, segment_ids in rows], length, 0),
         "attention_mask": (input_ids != tokenizer.pad_id).astype(np.int32),
         **labels,
     }
+
+
+def single_rows(config: Config, tokenizer: Tokenizer, documents: Sequence[str],
+                full_sentences: bool = False) -> Features:
+    """[CLS] text [SEP] rows: one document's sentences up to seq_length, or FULL-SENTENCES across documents."""
+    length = config.data.seq_length
+    if full_sentences:
+        texts = _full_sentences(tokenizer, documents, length - 2)
+    else:
+        texts = [s[: length - 2] for doc in _document_segments(tokenizer, documents, target=length - 2) for s in doc]
+    return _encoder_examples([([tokenizer.cls_id, *t, tokenizer.sep_id], []) for t in texts], length, tokenizer)
+
+
+def mlm_examples(
+    config: Config, tokenizer: Tokenizer, documents: Sequence[str], rng: np.random.Generator
+) -> tuple[Features, Finish]:
+    """BERT inputs: NSP sentence pairs, or single rows when nsp is off (FULL-SENTENCES with full_sentences)."""
+    objective = mlm_objective(config, tokenizer)
+    options, length = config.objective.mlm, config.data.seq_length
+    if not options.nsp:
+        return single_rows(config, tokenizer, documents, options.full_sentences), objective
+    pairs = _nsp_pairs(_document_segments(tokenizer, documents, target=(length - 3) // 2), rng)
+    rows = [_pair_row(a, b, length, tokenizer) for a, b, _ in pairs]
+    labels = np.array([label for _, _, label in pairs], dtype=np.int32)
+    return _encoder_examples(rows, length, tokenizer, nsp_labels=labels), objective
+
+
+def sentence_order_examples(
+    config: Config, tokenizer: Tokenizer, documents: Sequence[str], rng: np.random.Generator
+) -> tuple[Features, Finish]:
+    """ALBERT's inputs: two consecutive segments of one document, put in [CLS] A [SEP] B [SEP] rows at each step
+    with exactly half of a batch's pairs swapped (`sop_labels` 1; 0 is the original order), then masked."""
+    length = config.data.seq_length
+    pairs = [_pair_row(doc[i], doc[i + 1], length, tokenizer)
+             for doc in _document_segments(tokenizer, documents, target=(length - 3) // 2)
+             for i in range(0, len(doc) - 1, 2)]
+    firsts = [tokens[1:segments.index(1) - 1] for tokens, segments in pairs]
+    seconds = [tokens[segments.index(1):-1] for tokens, segments in pairs]
+    examples = {"first": _pad_rows(firsts, length, tokenizer.pad_id),
+                "first_length": np.array([len(a) for a in firsts], np.int32),
+                "second": _pad_rows(seconds, length, tokenizer.pad_id),
+                "second_length": np.array([len(b) for b in seconds], np.int32)}
+    masking = masking_objective(tokenizer, config.objective.sop)
+
+    def objective(rows: Features, step_rng: np.random.Generator) -> Features:
+        batch = len(rows["first"])
+        order = step_rng.permutation(batch)
+        swapped = np.zeros(batch, bool)
+        swapped[order[: batch // 2]] = True
+        if batch % 2:
+            swapped[order[-1]] = step_rng.random() < 0.5
+        built = []
+        for i in range(batch):
+            a = rows["first"][i, : rows["first_length"][i]].tolist()
+            b = rows["second"][i, : rows["second_length"][i]].tolist()
+            built.append(_pair_row(*((b, a) if swapped[i] else (a, b)), length, tokenizer))
+        return masking(_encoder_examples(built, length, tokenizer, sop_labels=swapped.astype(np.int32)), step_rng)
+
     return examples, objective
 
 

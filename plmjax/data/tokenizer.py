@@ -1,4 +1,5 @@
-"""Subword tokenizers trained with HF `tokenizers`: BERT-style WordPiece or GPT-2-style byte BPE.
+"""Subword tokenizers trained with HF `tokenizers`: BERT-style WordPiece, or byte BPE laid out like GPT-2's (decoders)
+or RoBERTa's (encoders: <s> <pad> </s> <unk> <mask>).
 
 A saved tokenizer is exactly the `tokenizer.json` that `tokenizers` writes; nothing else is
 stored. Everything this wrapper adds is read back from token names: the model type gives the
@@ -9,23 +10,29 @@ example BERT's own) loads too.
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 from collections.abc import Iterable, Sequence
 
+import numpy as np
 import tokenizers
 from etils import epath
 from tokenizers import decoders, models, normalizers, pre_tokenizers, trainers
 
-# Special tokens by kind, in id order from 0; the roles name the Tokenizer properties.
+# Special tokens by kind, in id order from 0; the roles name the Tokenizer properties. Every role listed is required.
 SPECIAL_TOKENS = {
     "wordpiece": {"pad": "[PAD]", "unk": "[UNK]", "cls": "[CLS]", "sep": "[SEP]", "mask": "[MASK]"},
     "bpe": {"pad": "<pad>", "eos": "<eos>", "unk": "<unk>"},
-    "unigram": {"pad": "<pad>", "eos": "</s>", "unk": "<unk>"},  # T5's SentencePiece layout (load only)
+    "unigram": {"pad": "<pad>", "unk": "<unk>"},  # SentencePiece layouts (load only): T5's, ALBERT's
 }
-# Names released tokenizers give the same roles, tried after the kind's own: RoBERTa's </s>, and
-# GPT-2's single <|endoftext|>, which HF also makes its unk and, by convention, its pad.
-RELEASED_NAMES = {"eos": ("</s>", "<|endoftext|>"), "pad": ("<|endoftext|>",), "unk": ("<|endoftext|>",)}
+# A byte BPE for masked-LM encoders, in RoBERTa's id order (pad 1, so learned positions start at 2).
+ENCODER_BPE_TOKENS = {"cls": "<s>", "pad": "<pad>", "sep": "</s>", "unk": "<unk>", "mask": "<mask>"}
+# Names that give a role in any kind, tried after the kind's own: RoBERTa's <s> </s> <mask>, ALBERT's
+# [CLS] [SEP] [MASK], T5's </s>, and GPT-2's single <|endoftext|>, which HF also makes its unk and, by
+# convention, its pad. A tokenizer with no end-of-sequence token of its own ends sequences with its separator.
+RELEASED_NAMES = {"eos": ("</s>", "<|endoftext|>"), "pad": ("<|endoftext|>",), "unk": ("<|endoftext|>",),
+                  "cls": ("[CLS]", "<s>"), "sep": ("[SEP]", "</s>"), "mask": ("[MASK]", "<mask>")}
 _MODEL_KINDS = {"WordPiece": "wordpiece", "BPE": "bpe", "Unigram": "unigram"}
 
 
@@ -43,11 +50,16 @@ class Tokenizer:
             raise ValueError(
                 f"unsupported tokenizer model {type(hf.model).__name__}; expected WordPiece, BPE or Unigram"
             )
-        ids = {role: _first_id(hf, (token, *RELEASED_NAMES.get(role, ())))
-               for role, token in SPECIAL_TOKENS[kind].items()}
-        missing = [SPECIAL_TOKENS[kind][role] for role, i in ids.items() if i is None]
+        required = SPECIAL_TOKENS[kind]
+        ids = {role: _first_id(hf, ((required[role],) if role in required else ()) + RELEASED_NAMES.get(role, ()))
+               for role in {**required, **RELEASED_NAMES}}
+        missing = [token for role, token in required.items() if ids[role] is None]
         if missing:
             raise ValueError(f"{kind} tokenizer lacks the special tokens {missing}")
+        if ids["eos"] is None:
+            ids["eos"] = ids["sep"]
+        if ids["eos"] is None:
+            raise ValueError(f"{kind} tokenizer has no end-of-sequence token (</s>, <|endoftext|> or [SEP])")
         self.hf = hf
         self.kind = kind
         self._ids = ids
@@ -61,16 +73,17 @@ class Tokenizer:
     @classmethod
     def train(
         cls, documents: Sequence[str], kind: str, vocab_size: int, num_sentinels: int = 0,
-        lowercase: bool = True,
+        lowercase: bool = True, encoder: bool = False,
     ) -> Tokenizer:
         """Train on `documents`: exactly `vocab_size` ids, the top `num_sentinels` reserved.
 
-        `lowercase` picks uncased or cased WordPiece; byte-level BPE always keeps the text exactly.
+        `lowercase` picks uncased or cased WordPiece; byte-level BPE always keeps the text exactly, with GPT-2's
+        special tokens or, `encoder`, RoBERTa's (ENCODER_BPE_TOKENS).
         """
         if kind not in _TRAINERS:
             raise ValueError(f"unknown tokenizer kind {kind!r}; use one of {sorted(_TRAINERS)}")
         learned_size = vocab_size - num_sentinels
-        options = {"lowercase": lowercase} if kind == "wordpiece" else {}
+        options = {"lowercase": lowercase} if kind == "wordpiece" else {"encoder": encoder}
         hf = _TRAINERS[kind](documents, learned_size, **options)
         trained = hf.get_vocab_size()
         if trained > learned_size:
@@ -111,23 +124,23 @@ class Tokenizer:
 
     @property
     def cls_id(self) -> int | None:
-        """None for BPE, which has no [CLS]."""
-        return self._ids.get("cls")
+        """[CLS] or <s>; None for GPT-2-style BPE, which has neither."""
+        return self._ids["cls"]
 
     @property
     def sep_id(self) -> int | None:
-        """None for BPE, which has no [SEP]."""
-        return self._ids.get("sep")
+        """[SEP] or </s>; None for GPT-2-style BPE."""
+        return self._ids["sep"]
 
     @property
     def mask_id(self) -> int | None:
-        """None for BPE, which has no [MASK]."""
-        return self._ids.get("mask")
+        """[MASK] or <mask>; None for GPT-2-style BPE and T5's SentencePiece."""
+        return self._ids["mask"]
 
     @property
     def eos_id(self) -> int:
-        """End of sequence (and BOS for BPE); WordPiece uses [SEP]."""
-        return self._ids.get("eos", self._ids.get("sep"))
+        """End of sequence (and BOS for GPT-2-style BPE); WordPiece uses [SEP]."""
+        return self._ids["eos"]
 
     @property
     def special_ids(self) -> frozenset[int]:
@@ -135,6 +148,21 @@ class Tokenizer:
         return frozenset(
             i for i, token in self.hf.get_added_tokens_decoder().items() if token.special
         )
+
+    @functools.cached_property
+    def continuation_ids(self) -> np.ndarray:
+        """Sorted ids of the tokens that continue a word rather than begin one (whole-word and n-gram masking):
+        WordPiece's '##' pieces, SentencePiece pieces without '▁', byte-BPE tokens without 'Ġ' (so a
+        text's first word, which has no space before it, reads as continuing: BPE word boundaries are
+        approximate)."""
+        special = self.special_ids
+        if self.kind == "wordpiece":
+            continues = lambda token: token.startswith("##")  # noqa: E731
+        else:
+            marker = "▁" if self.kind == "unigram" else "Ġ"
+            continues = lambda token: not token.startswith(marker)  # noqa: E731
+        return np.array(sorted(i for token, i in self.hf.get_vocab(with_added_tokens=True).items()
+                               if i not in special and continues(token)), np.int32)
 
     def sentinel_id(self, k: int) -> int:
         """Id of <extra_id_k>: vocab_size-1-k, counting down from the top like T5."""
@@ -198,14 +226,16 @@ def _train_wordpiece(
     return tokenizers.Tokenizer.from_str(json.dumps(serialized))
 
 
-def _train_bpe(documents: Sequence[str], vocab_size: int) -> tokenizers.Tokenizer:
-    """GPT-2's byte-level BPE: every byte is in the alphabet, so any text round-trips exactly."""
-    hf = tokenizers.Tokenizer(models.BPE(unk_token=SPECIAL_TOKENS["bpe"]["unk"]))
+def _train_bpe(documents: Sequence[str], vocab_size: int, encoder: bool = False) -> tokenizers.Tokenizer:
+    """GPT-2's byte-level BPE (RoBERTa's special tokens if `encoder`): every byte is in the alphabet, so any text
+    round-trips exactly."""
+    specials = ENCODER_BPE_TOKENS if encoder else SPECIAL_TOKENS["bpe"]
+    hf = tokenizers.Tokenizer(models.BPE(unk_token=specials["unk"]))
     hf.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     hf.decoder = decoders.ByteLevel()
     trainer = trainers.BpeTrainer(
         vocab_size=vocab_size,
-        special_tokens=list(SPECIAL_TOKENS["bpe"].values()),
+        special_tokens=list(specials.values()),
         initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
         show_progress=False,
     )

@@ -42,22 +42,21 @@ class TokenizerVocabulary(_Sentinels, seqio.Vocabulary):
     def __init__(self, tokenizer: Tokenizer):
         if self.expected_kind and tokenizer.kind != self.expected_kind:
             raise ValueError(f"{type(self).__name__} needs a {self.expected_kind} tokenizer, not {tokenizer.kind}")
-        if tokenizer.pad_id != seqio.vocabularies.PAD_ID:
-            raise ValueError(
-                f"seqio pads with id {seqio.vocabularies.PAD_ID}; this tokenizer pads with {tokenizer.pad_id}"
-            )
         super().__init__(extra_ids=0)
         self.tokenizer = tokenizer
         self.kind = tokenizer.kind
         self.num_sentinels = tokenizer.num_sentinels
         self._json = tokenizer.hf.to_str()
 
+    # RoBERTa's pads with 1: fine where plmjax pads the rows (encoder features), refused where seqio does (with 0).
+    pad_id = property(lambda self: self.tokenizer.pad_id)
     eos_id = property(lambda self: self.tokenizer.eos_id)
     unk_id = property(lambda self: self.tokenizer.unk_id)
     cls_id = property(lambda self: self.tokenizer.cls_id)
     sep_id = property(lambda self: self.tokenizer.sep_id)
     mask_id = property(lambda self: self.tokenizer.mask_id)
     special_ids = property(lambda self: self.tokenizer.special_ids)
+    continuation_ids = property(lambda self: self.tokenizer.continuation_ids)
     _base_vocab_size = property(lambda self: self.tokenizer.vocab_size)
 
     def word_ids(self, text: str) -> list[int]:

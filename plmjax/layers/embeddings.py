@@ -55,19 +55,22 @@ class InputEmbedder(nn.Module):
             self.projection = make_projection(cfg, cfg.hidden_size, ("embed",), ("hidden",), "projection")
         self.dropout = make_dropout(cfg)
 
-    def __call__(self, ids, positions=None, segment_ids=None, deterministic: bool = True):
+    def __call__(self, ids, positions=None, segment_ids=None, deterministic: bool = True, project: bool = True):
+        """[batch, length, hidden]; with `project=False`, the embedding-width sum before the E -> H projection
+        (for a model that shares these embeddings at another width)."""
         cfg = self.cfg
         x = self.token(ids)
         if cfg.position_kind == "learned":
             if positions is None:
                 positions = jnp.arange(ids.shape[-1])[None, :]
             x = x + self.position(positions + cfg.position_offset)
-        if cfg.type_vocab_size:
-            x = x + self.segment(jnp.zeros_like(ids) if segment_ids is None else segment_ids)
+        if cfg.type_vocab_size:  # one type (RoBERTa): every token has it, pairs' second segments too
+            x = x + self.segment(jnp.zeros_like(ids) if segment_ids is None or cfg.type_vocab_size == 1
+                                 else segment_ids)
         if cfg.embedding_norm:
             x = self.norm(x)
         x = self.dropout(x, deterministic=deterministic)
-        if cfg.emb_dim != cfg.hidden_size:
+        if project and cfg.emb_dim != cfg.hidden_size:
             x = self.projection(x)
         return nn.with_logical_constraint(x, ("batch", "length", "embed"))
 

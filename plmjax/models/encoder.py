@@ -10,23 +10,34 @@ from plmjax.layers.block import TransformerStack
 from plmjax.layers.dropout import make_dropout
 from plmjax.layers.embeddings import InputEmbedder
 from plmjax.layers.linear import make_projection
-from plmjax.models.heads import MaskedLMHead, Pooler
+from plmjax.models.heads import MaskedLMHead, Pooler, TokenDetectionHead
 
 
 class Encoder(nn.Module):
-    """Embeddings and a bidirectional stack: token ids -> hidden states [batch, length, hidden]."""
+    """Embeddings and a bidirectional stack: token ids -> hidden states [batch, length, hidden].
+
+    With `shared_embedder` (ELECTRA's generator) the token, position and segment tables and their norm are
+    another model's; this encoder keeps its own embedding -> hidden projection ('projection') when its width
+    differs from the embeddings'.
+    """
 
     cfg: ModelConfig
-    shared_embedder: nn.Module | None = None  # another model's embedder to use instead of an own (ELECTRA)
+    shared_embedder: nn.Module | None = None
 
     def setup(self):
-        self.embedder = InputEmbedder(self.cfg) if self.shared_embedder is None else self.shared_embedder
-        self.stack = TransformerStack(self.cfg, self.cfg.num_layers, causal=False)
+        cfg = self.cfg
+        self.embedder = InputEmbedder(cfg) if self.shared_embedder is None else self.shared_embedder
+        if self.shared_embedder is not None and cfg.emb_dim != cfg.hidden_size:
+            self.projection = make_projection(cfg, cfg.hidden_size, ("embed",), ("hidden",), "projection")
+        self.stack = TransformerStack(cfg, cfg.num_layers, causal=False)
 
     def __call__(self, input_ids, segment_ids=None, attention_mask=None, deterministic: bool = True):
+        cfg, own = self.cfg, self.shared_embedder is None
         if attention_mask is None:
-            attention_mask = input_ids != self.cfg.pad_token_id
-        x = self.embedder(input_ids, segment_ids=segment_ids, deterministic=deterministic)
+            attention_mask = input_ids != cfg.pad_token_id
+        x = self.embedder(input_ids, segment_ids=segment_ids, deterministic=deterministic, project=own)
+        if not own and cfg.emb_dim != cfg.hidden_size:
+            x = self.projection(x)
         return self.stack(x, mask=attention_mask, deterministic=deterministic)
 
 
@@ -50,7 +61,8 @@ class EncoderModel(nn.Module):
 
 
 class EncoderForPretraining(nn.Module):
-    """MLM logits (all positions, or only `masked_positions`) and next-sentence logits."""
+    """MLM logits (all positions, or only `masked_positions`) and the sentence-pair logits ('nsp_head': next-sentence
+    prediction, or ALBERT's sentence-order prediction)."""
 
     cfg: ModelConfig
 
@@ -86,6 +98,20 @@ class EncoderForMaskedLM(nn.Module):
         hidden = self.encoder(input_ids, segment_ids, attention_mask, deterministic)
         selected = hidden if masked_positions is None else gather_positions(hidden, masked_positions)
         return {"hidden": hidden, "mlm_logits": self.mlm_head(selected, self.encoder.embedder)}
+
+
+class EncoderForTokenDetection(nn.Module):
+    """One logit per token: was it replaced? (ELECTRA's discriminator, HF's ElectraForPreTraining)."""
+
+    cfg: ModelConfig
+
+    def setup(self):
+        self.encoder = Encoder(self.cfg)
+        self.discriminator_head = TokenDetectionHead(self.cfg)
+
+    def __call__(self, input_ids, segment_ids=None, attention_mask=None, deterministic: bool = True):
+        hidden = self.encoder(input_ids, segment_ids, attention_mask, deterministic)
+        return {"hidden": hidden, "detection_logits": self.discriminator_head(hidden)}
 
 
 class EncoderForSequenceClassification(nn.Module):
@@ -133,3 +159,15 @@ class EncoderForSpanExtraction(nn.Module):
         hidden = self.encoder(input_ids, segment_ids, attention_mask, deterministic)
         logits = self.qa_outputs(hidden).astype(jnp.float32)
         return {"start_logits": logits[..., 0], "end_logits": logits[..., 1]}
+
+
+# The encoder models by head name: what a converted checkpoint holds (plmjax.convert) and what a run trains.
+HEADS = {
+    "pretraining": EncoderForPretraining,
+    "masked_lm": EncoderForMaskedLM,
+    "replaced_token_detection": EncoderForTokenDetection,
+    "sequence_classification": EncoderForSequenceClassification,
+    "token_classification": EncoderForTokenClassification,
+    "span_extraction": EncoderForSpanExtraction,
+    "none": EncoderModel,
+}

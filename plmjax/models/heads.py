@@ -48,6 +48,19 @@ class MaskedLMHead(nn.Module):
         return (embedder.attend(h) + bias).astype(jnp.float32)
 
 
+class TokenDetectionHead(nn.Module):
+    """Dense + activation + one logit per token (ELECTRA's discriminator head; no norm)."""
+
+    cfg: ModelConfig
+
+    @nn.compact
+    def __call__(self, x):
+        cfg = self.cfg
+        h = activations.make(cfg.activation)(make_projection(cfg, cfg.hidden_size, ("embed",), ("hidden",), "dense")(x))
+        logits = make_projection(cfg, 1, ("hidden",), ("labels",), "prediction")(h)[..., 0]
+        return nn.with_logical_constraint(logits.astype(jnp.float32), ("batch", "length"))
+
+
 class Pooler(nn.Module):
     """tanh(W h_[CLS] + b): the sentence vector under NSP and classification heads."""
 

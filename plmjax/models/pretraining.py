@@ -17,21 +17,22 @@ from plmjax.models.task import ModelTask
 
 
 class MaskedLMTask(ModelTask):
-    """Encoder MLM on masked positions, plus next-sentence prediction when labels are present; with
-    `nsp=False` (RoBERTa-style) the module has no pooler or NSP head (EncoderForMaskedLM)."""
+    """Encoder MLM on masked positions, plus a sentence-pair task on the pooled output when `pair` names one:
+    next-sentence ("nsp", BERT) or sentence-order prediction ("sop", ALBERT), labelled by `<pair>_labels`.
+    Without one (RoBERTa-style) the module has no pooler or pair head (EncoderForMaskedLM)."""
 
     token_keys = ("input_ids", "masked_ids")
 
-    def __init__(self, cfg: ModelConfig, nsp: bool = True):
-        self.nsp = nsp
+    def __init__(self, cfg: ModelConfig, pair: str | None = "nsp"):
+        self.pair = pair
         super().__init__(cfg)
 
     @classmethod
     def from_config(cls, config):
-        return cls(config.model, nsp=config.objective.mlm.nsp)
+        return cls(config.model, pair="nsp" if config.objective.mlm.nsp else None)
 
     def make_module(self, cfg):
-        return EncoderForPretraining(cfg) if self.nsp else EncoderForMaskedLM(cfg)
+        return EncoderForPretraining(cfg) if self.pair else EncoderForMaskedLM(cfg)
 
     def model_inputs(self, batch):
         return dict(
@@ -44,10 +45,12 @@ class MaskedLMTask(ModelTask):
     def metrics(self, outputs, batch):
         mlm_loss, mlm_acc = weighted_cross_entropy(outputs["mlm_logits"], batch["masked_ids"], batch["masked_weights"])
         metrics = {"mlm_loss": mlm_loss, "accuracy": mlm_acc, "loss": mlm_loss}
-        if "nsp_labels" in batch:
-            labels = batch["nsp_labels"]
-            nsp_loss, nsp_acc = weighted_cross_entropy(outputs["nsp_logits"], labels, np.ones(labels.shape, np.float32))
-            metrics.update(nsp_loss=nsp_loss, nsp_accuracy=nsp_acc, loss=mlm_loss + nsp_loss)
+        if self.pair and f"{self.pair}_labels" in batch:
+            labels = batch[f"{self.pair}_labels"]
+            pair_loss, pair_acc = weighted_cross_entropy(outputs["nsp_logits"], labels,
+                                                         np.ones(labels.shape, np.float32))
+            metrics.update({f"{self.pair}_loss": pair_loss, f"{self.pair}_accuracy": pair_acc,
+                            "loss": mlm_loss + pair_loss})
         return metrics
 
 

@@ -59,10 +59,14 @@ class ModelTask:
             metrics = moe.add_router_losses(metrics, sown[moe.COLLECTION], self.cfg)
         return metrics
 
+    def rngs(self, rng, train: bool) -> dict | None:
+        """The random streams a forward pass draws from `rng`: dropout, only when training."""
+        return {"dropout": rng} if train else None
+
     def loss(self, params, batch, dropout_rng=None, train: bool = False):
         """(loss, metrics); dropout is on only when `train`."""
-        rngs = {"dropout": dropout_rng} if train else None
-        outputs, sown = self.forward({"params": params}, batch, deterministic=not train, rngs=rngs)
+        outputs, sown = self.forward({"params": params}, batch, deterministic=not train,
+                                     rngs=self.rngs(dropout_rng, train))
         metrics = self.loss_terms(outputs, sown, batch)
         return metrics["loss"], metrics
 
@@ -99,6 +103,9 @@ class RegularizedTask(ModelTask):
 
     def init(self, rng, batch):
         return self.inner.init(rng, batch)
+
+    def rngs(self, rng, train: bool):
+        return self.inner.rngs(rng, train)
 
     def forward(self, variables, batch, deterministic: bool, rngs=None, collections: tuple[str, ...] = ()):
         return self.inner.forward(variables, batch, deterministic, rngs, (*self.collections, *collections))

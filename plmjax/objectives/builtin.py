@@ -9,7 +9,7 @@ import dataclasses
 
 import numpy as np
 
-from plmjax.config import Config
+from plmjax.config import Config, ConfigError
 from plmjax.data import pipeline
 from plmjax.data.registry import Batcher
 from plmjax.models.pretraining import CausalLMTask, MaskedLMTask, Seq2SeqTask
@@ -24,6 +24,14 @@ class MaskedLMOptions:
     mask_rate: float = 0.15
     max_predictions: int = 20  # masked positions predicted per sequence (BERT's max_predictions_per_seq)
     nsp: bool = True  # next-sentence prediction on sentence pairs (BERT); false: single segments (RoBERTa)
+    full_sentences: bool = False  # nsp=false: rows of whole sentences packed across documents (RoBERTa)
+    ngram: int = 0  # 0: mask tokens independently; n: whole-word spans of 1..n words, p ~ 1/length (ALBERT)
+
+    def __post_init__(self):
+        check_masking("mlm", self)
+        if self.full_sentences and self.nsp:
+            raise ConfigError("objective.mlm.full_sentences packs text across documents, which leaves no sentence "
+                              "pairs for next-sentence prediction: set objective.mlm.nsp=false")
 
 
 @dataclasses.dataclass
@@ -37,12 +45,27 @@ class CausalLMOptions:
     pass
 
 
-def mlm_features(config: Config):
-    length, predictions = config.data.seq_length, config.objective.mlm.max_predictions
+def check_masking(name: str, options) -> None:
+    """Masking options that cannot work, as a config error naming the key."""
+    if not 0.0 < options.mask_rate < 1.0:
+        raise ConfigError(f"objective.{name}.mask_rate={options.mask_rate} must be in (0, 1)")
+    if options.max_predictions < 1:
+        raise ConfigError(f"objective.{name}.max_predictions={options.max_predictions} must be >= 1")
+    if getattr(options, "ngram", 0) < 0:
+        raise ConfigError(f"objective.{name}.ngram={options.ngram} must be >= 0")
+
+
+def masked_features(length: int, predictions: int, labels: tuple[str, ...] = ()):
+    """An encoder row of `length` tokens with `predictions` masked positions, plus the per-row int `labels`."""
     spec = dict(input_ids=((length,), I32), segment_ids=((length,), I32), attention_mask=((length,), I32),
                 masked_positions=((predictions,), I32), masked_ids=((predictions,), I32),
                 masked_weights=((predictions,), F32))
-    return dict(spec, nsp_labels=((), I32)) if config.objective.mlm.nsp else spec
+    return dict(spec, **{name: ((), I32) for name in labels})
+
+
+def mlm_features(config: Config):
+    options = config.objective.mlm
+    return masked_features(config.data.seq_length, options.max_predictions, ("nsp_labels",) if options.nsp else ())
 
 
 def span_corruption_features(config: Config):
@@ -72,7 +95,11 @@ def mlm_batcher(config: Config, vocabulary) -> Batcher:
             "seqio MLM tasks pack running text (RoBERTa-style) and have no sentence pairs for "
             "next-sentence prediction: set objective.mlm.nsp=false"
         )
-    finish = pipeline.mlm_objective(config, vocabulary)
+    return masked_batcher(config, vocabulary, pipeline.mlm_objective(config, vocabulary))
+
+
+def masked_batcher(config: Config, vocabulary, finish) -> Batcher:
+    """seqio's packed [CLS] window [SEP] rows of seq_length tokens as encoder features, then `finish` (masking)."""
 
     def finalize(rows, rng):
         ids = rows["targets"]
@@ -95,3 +122,6 @@ register(Objective("span_corruption", "encoder_decoder", SpanCorruptionOptions, 
                    span_corruption_features, pipeline.span_examples, span_corruption_batcher))
 register(Objective("causal_lm", "decoder", CausalLMOptions, CausalLMTask.from_config, causal_lm_features,
                    pipeline.causal_examples, causal_lm_batcher, seqio_suffix="lm"))
+
+# The other built-in objectives, each in its own module.
+from plmjax.objectives import replaced_token_detection, sentence_order  # noqa: E402,F401

@@ -1,4 +1,5 @@
-"""BERT's masked language modelling: corrupt ~15% of tokens (80% [MASK], 10% random, 10% kept)."""
+"""Masked language modelling: choose ~15% of tokens to predict and corrupt them (BERT: 80% [MASK], 10% random,
+10% kept; ELECTRA: 85% [MASK], 15% kept)."""
 
 from __future__ import annotations
 
@@ -19,6 +20,8 @@ def mask_tokens(
     mask_id: int,
     vocab_size: int,
     special_ids: Iterable[int],
+    mask_fraction: float = MASK_FRACTION,
+    random_fraction: float = RANDOM_FRACTION,
 ) -> dict[str, np.ndarray]:
     """Choose and corrupt positions to predict in each row of int32[B, L].
 
@@ -45,23 +48,31 @@ def mask_tokens(
     chosen[:, : order.shape[1]] = order
     positions = np.sort(np.where(valid, chosen, length), axis=1)
     positions = np.where(valid, positions, 0).astype(np.int32)
+    return corrupt(input_ids, positions, valid, rng, mask_id=mask_id, vocab_size=vocab_size, special=special,
+                   mask_fraction=mask_fraction, random_fraction=random_fraction)
+
+
+def corrupt(input_ids: np.ndarray, positions: np.ndarray, valid: np.ndarray, rng: np.random.Generator, *,
+            mask_id: int, vocab_size: int, special: np.ndarray, mask_fraction: float = MASK_FRACTION,
+            random_fraction: float = RANDOM_FRACTION) -> dict[str, np.ndarray]:
+    """The features of predicting `positions` [B, P] (where `valid`): each such token becomes [MASK] with
+    probability `mask_fraction`, a random non-special token with `random_fraction`, else stays."""
+    batch, predictions = positions.shape
     masked_ids = np.where(valid, np.take_along_axis(input_ids, positions, axis=1), 0)
-
     replaceable = np.setdiff1d(np.arange(vocab_size, dtype=np.int32), special)
-    random_ids = replaceable[rng.integers(len(replaceable), size=(batch, max_predictions))]
-    action = rng.random((batch, max_predictions))
+    random_ids = replaceable[rng.integers(len(replaceable), size=(batch, predictions))]
+    action = rng.random((batch, predictions))
     new_ids = np.where(
-        action < MASK_FRACTION,
+        action < mask_fraction,
         mask_id,
-        np.where(action < MASK_FRACTION + RANDOM_FRACTION, random_ids, masked_ids),
+        np.where(action < mask_fraction + random_fraction, random_ids, masked_ids),
     )
-
     corrupted = input_ids.copy()
     rows, slots = np.nonzero(valid)
     corrupted[rows, positions[rows, slots]] = new_ids[rows, slots]
     return {
         "input_ids": corrupted,
-        "masked_positions": positions,
+        "masked_positions": positions.astype(np.int32),
         "masked_ids": masked_ids.astype(np.int32),
         "masked_weights": valid.astype(np.float32),
     }

@@ -33,6 +33,7 @@ class Objective:
     examples: Callable[[Config, Any, Sequence[str], np.random.Generator], tuple[Features, Finish]]
     batcher: Callable[[Config, Any], Any] | None = None  # (config, vocabulary) -> data.registry.Batcher for seqio
     seqio_suffix: str = ""  # seqio tasks pydoc_<suffix>, c4_<suffix>, text_files_<suffix>:GLOB ("": the name)
+    check: Callable[[Config], None] | None = None  # raises a ConfigError for a config it cannot train
 
     @property
     def seqio_name(self) -> str:

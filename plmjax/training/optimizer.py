@@ -1,4 +1,4 @@
-"""AdamW with linear warmup, a decay schedule and weight decay on weights only (clipping: training.step)."""
+"""AdamW or LAMB with linear warmup, a decay schedule and weight decay on weights only (clipping: training.step)."""
 
 from __future__ import annotations
 
@@ -51,9 +51,10 @@ def decay_mask(params: Any) -> Any:
 
 
 def make_optimizer(cfg: OptimizerConfig, num_steps: int) -> optax.GradientTransformation:
-    """AdamW on the schedule, decaying weights only. Global-norm clipping (optimizer.clip_grad_norm) is a step of
-    its own (training.step.apply_gradients), so that a gradient function may replace it (e.g. per-example)."""
-    return optax.adamw(
+    """AdamW (or LAMB, ALBERT's) on the schedule, decaying weights only. Global-norm clipping
+    (optimizer.clip_grad_norm) is a step of its own (training.step.apply_gradients), so that a gradient function
+    may replace it (e.g. per-example)."""
+    return {"adamw": optax.adamw, "lamb": optax.lamb}[cfg.kind](
         make_schedule(cfg, num_steps),
         b1=cfg.b1,
         b2=cfg.b2,

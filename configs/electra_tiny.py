@@ -1,0 +1,18 @@
+"""electra_tiny: a bert_tiny-shaped discriminator and a generator a quarter as wide, sharing embeddings, trained on
+replaced-token detection (lambda = 50) on the embedded corpus in a couple of minutes on a CPU."""
+
+from plmjax.config import electra
+
+
+def get_config():
+    config = electra(vocab_size=4096, hidden_size=128, num_layers=2, num_heads=2, mlp_dim=512, max_length=128)
+    config.objective.replaced_token_detection.generator_hidden_size = 32
+    config.data.seq_length = 128
+    config.data.batch_size = 32
+    config.optimizer.learning_rate = 1e-3
+    config.optimizer.warmup_steps = 30
+    config.train.num_steps = 300
+    config.train.log_every = 10
+    config.train.eval_every = 100
+    config.train.checkpoint_every = 100
+    return config

@@ -15,7 +15,6 @@ BertModel's keys have no 'bert.' prefix; the other classes keep the encoder unde
 
 from __future__ import annotations
 
-import functools
 from typing import Any, Callable, Mapping
 
 import numpy as np
@@ -54,29 +53,38 @@ def config_from_hf(d: Mapping[str, Any]) -> ModelConfig:
         )
     if d.get("is_decoder") or d.get("add_cross_attention"):
         raise ValueError("BERT used as a decoder (is_decoder / add_cross_attention) is not supported")
-    return config_lib.bert(
+    return config_lib.bert(**encoder_fields(d)).model
+
+
+def encoder_fields(d: Mapping[str, Any], dropout: float = 0.1, activation: str = "gelu") -> dict[str, Any]:
+    """The ModelConfig fields of a BERT-shaped HF config (BERT, ALBERT, ELECTRA); `dropout` and `activation` are
+    the family's defaults for keys the config leaves out."""
+    pad = d.get("pad_token_id")
+    return dict(
         vocab_size=d["vocab_size"],
         hidden_size=d["hidden_size"],
         num_layers=d["num_hidden_layers"],
         num_heads=d["num_attention_heads"],
         mlp_dim=d["intermediate_size"],
-        activation=hf.activation_from_hf(d.get("hidden_act", "gelu"), "hidden_act"),
+        activation=hf.activation_from_hf(d.get("hidden_act", activation), "hidden_act"),
         norm_eps=d.get("layer_norm_eps", 1e-12),
         max_length=d["max_position_embeddings"],
         type_vocab_size=d.get("type_vocab_size", 2),
-        dropout_rate=d.get("hidden_dropout_prob", 0.1),
-        attention_dropout_rate=d.get("attention_probs_dropout_prob", 0.1),
+        dropout_rate=d.get("hidden_dropout_prob", dropout),
+        attention_dropout_rate=d.get("attention_probs_dropout_prob", dropout),
         initializer_range=d.get("initializer_range", 0.02),
-        pad_token_id=d.get("pad_token_id") or 0,
+        pad_token_id=0 if pad is None else pad,
         num_labels=_num_labels(d),
-    ).model
+    )
 
 
 def config_to_hf(cfg: ModelConfig, head: str = DEFAULT_HEAD) -> dict[str, Any]:
-    architecture = hf.architecture("bert", check_head(head))
+    return {"model_type": "bert", "architectures": [hf.architecture("bert", check_head(head))], **encoder_keys(cfg)}
+
+
+def encoder_keys(cfg: ModelConfig) -> dict[str, Any]:
+    """The HF config keys of a BERT-shaped model (inverse of `encoder_fields`)."""
     return {
-        "model_type": "bert",
-        "architectures": [architecture],
         "vocab_size": cfg.vocab_size,
         "hidden_size": cfg.hidden_size,
         "num_hidden_layers": cfg.num_layers,
@@ -103,27 +111,51 @@ def _num_labels(d: Mapping[str, Any]) -> int:
 # ---------------------------------------------------------------- rules
 
 
-def encoder_rules(cfg: ModelConfig, prefix: str = "bert.") -> list[hf.Rule]:
-    """Embeddings and layers: HF `{prefix}embeddings.*`, `{prefix}encoder.*` <-> plmjax 'encoder/...'."""
-    H, heads, hd = cfg.hidden_size, cfg.num_heads, cfg.kv_dim
-    emb = f"{prefix}embeddings"
+def embedding_rules(cfg: ModelConfig, prefix: str = "bert.") -> list[hf.Rule]:
+    """HF `{prefix}embeddings.*` <-> plmjax 'encoder/embedder/...', all model.embedding_size wide (BERT:
+    hidden_size; ALBERT's factorized embeddings are narrower)."""
+    E, emb = cfg.emb_dim, f"{prefix}embeddings"
     out = [
-        hf.copy(f"{emb}.word_embeddings.weight", "encoder/embedder/token/embedding", (cfg.vocab_size, H)),
-        hf.copy(f"{emb}.position_embeddings.weight", "encoder/embedder/position/embedding", (cfg.max_length, H)),
+        hf.copy(f"{emb}.word_embeddings.weight", "encoder/embedder/token/embedding", (cfg.vocab_size, E)),
+        hf.copy(f"{emb}.position_embeddings.weight", "encoder/embedder/position/embedding", (cfg.max_length, E)),
     ]
     if cfg.type_vocab_size:
         out.append(hf.copy(f"{emb}.token_type_embeddings.weight", "encoder/embedder/segment/embedding",
-                           (cfg.type_vocab_size, H)))
-    out += hf.layer_norm(f"{emb}.LayerNorm", "encoder/embedder/norm", H)
+                           (cfg.type_vocab_size, E)))
+    return out + hf.layer_norm(f"{emb}.LayerNorm", "encoder/embedder/norm", E)
+
+
+# plmjax layer parameter -> HF name under a BERT layer (`{prefix}encoder.layer.{i}.`).
+LAYER_NAMES = {
+    "query": "attention.self.query",
+    "key": "attention.self.key",
+    "value": "attention.self.value",
+    "out": "attention.output.dense",
+    "self_attention_norm": "attention.output.LayerNorm",
+    "wi": "intermediate.dense",
+    "wo": "output.dense",
+    "mlp_norm": "output.LayerNorm",
+}
+
+
+def layer_rules(cfg: ModelConfig, src: str, dst: str, names: Mapping[str, str] = LAYER_NAMES) -> list[hf.Rule]:
+    """One post-LN layer: HF `{src}.{names[...]}` <-> plmjax `{dst}/...` (a 'layers_<i>' subtree)."""
+    H, heads, hd = cfg.hidden_size, cfg.num_heads, cfg.kv_dim
+    out = []
+    for name in ("query", "key", "value"):
+        out += hf.dense(f"{src}.{names[name]}", f"{dst}/self_attention/{name}", (H,), (heads, hd))
+    out += hf.dense(f"{src}.{names['out']}", f"{dst}/self_attention/out", (heads, hd), (H,))
+    out += hf.layer_norm(f"{src}.{names['self_attention_norm']}", f"{dst}/self_attention_norm", H)
+    out += hf.dense(f"{src}.{names['wi']}", f"{dst}/mlp/wi", (H,), (cfg.mlp_dim,))
+    out += hf.dense(f"{src}.{names['wo']}", f"{dst}/mlp/wo", (cfg.mlp_dim,), (H,))
+    return out + hf.layer_norm(f"{src}.{names['mlp_norm']}", f"{dst}/mlp_norm", H)
+
+
+def encoder_rules(cfg: ModelConfig, prefix: str = "bert.") -> list[hf.Rule]:
+    """Embeddings and layers: HF `{prefix}embeddings.*`, `{prefix}encoder.*` <-> plmjax 'encoder/...'."""
+    out = embedding_rules(cfg, prefix)
     for i in range(cfg.num_layers):
-        src, dst = f"{prefix}encoder.layer.{i}", f"encoder/stack/layers_{i}"
-        for name in ("query", "key", "value"):
-            out += hf.dense(f"{src}.attention.self.{name}", f"{dst}/self_attention/{name}", (H,), (heads, hd))
-        out += hf.dense(f"{src}.attention.output.dense", f"{dst}/self_attention/out", (heads, hd), (H,))
-        out += hf.layer_norm(f"{src}.attention.output.LayerNorm", f"{dst}/self_attention_norm", H)
-        out += hf.dense(f"{src}.intermediate.dense", f"{dst}/mlp/wi", (H,), (cfg.mlp_dim,))
-        out += hf.dense(f"{src}.output.dense", f"{dst}/mlp/wo", (cfg.mlp_dim,), (H,))
-        out += hf.layer_norm(f"{src}.output.LayerNorm", f"{dst}/mlp_norm", H)
+        out += layer_rules(cfg, f"{prefix}encoder.layer.{i}", f"encoder/stack/layers_{i}")
     return out
 
 
@@ -216,8 +248,8 @@ def guess_head(state_dict: Mapping[str, Any]) -> str | None:
         return "span_extraction"
     if "classifier.weight" in keys:
         return "sequence_classification" if "bert.pooler.dense.weight" in keys else "token_classification"
-    if keys and not any(k.startswith(("bert.", "cls.")) for k in keys):
-        return "none"
+    if any(k.startswith("encoder.layer.") for k in keys) and not any(k.startswith(("bert.", "cls.")) for k in keys):
+        return "none"  # a BertModel's layers (not, say, an ALBERT's: no hint is better than a wrong one)
     return None
 
 
@@ -239,16 +271,8 @@ def params_to_hf(params: Mapping, cfg: ModelConfig, head: str = DEFAULT_HEAD) ->
 # ---------------------------------------------------------------- plmjax modules
 
 
-@functools.cache
 def module_for(head: str = DEFAULT_HEAD) -> type:
     """The plmjax module class whose parameter tree `params_from_hf(..., head)` produces."""
     from plmjax.models import encoder
 
-    return {
-        "pretraining": lambda: encoder.EncoderForPretraining,
-        "masked_lm": lambda: encoder.EncoderForMaskedLM,
-        "sequence_classification": lambda: encoder.EncoderForSequenceClassification,
-        "token_classification": lambda: encoder.EncoderForTokenClassification,
-        "span_extraction": lambda: encoder.EncoderForSpanExtraction,
-        "none": lambda: encoder.EncoderModel,
-    }[check_head(head)]()
+    return encoder.HEADS[check_head(head)]

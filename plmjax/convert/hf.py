@@ -420,6 +420,8 @@ def config_to_hf(model_type: str, cfg: ModelConfig, head: str | None = None) -> 
 def model_type_for(cfg: ModelConfig) -> str:
     """The HF family a plmjax model exports to when no HF config came with it."""
     if cfg.arch == "encoder":
+        if cfg.shared_layer_groups:  # cross-layer sharing: ALBERT (which refuses what it cannot hold)
+            return "albert"
         return "roberta" if cfg.position_offset else "bert"
     return {"encoder_decoder": "t5", "decoder": "gpt2"}[cfg.arch]
 
@@ -427,7 +429,11 @@ def model_type_for(cfg: ModelConfig) -> str:
 def module_for(cfg: ModelConfig, head: str | None = None) -> type:
     """The plmjax module class whose parameters `params_from_hf(..., cfg, head)` produces."""
     if cfg.arch == "encoder":
-        return bert.module_for(head or bert.DEFAULT_HEAD)
+        from plmjax.models.encoder import HEADS
+
+        if (head or bert.DEFAULT_HEAD) not in HEADS:
+            raise ValueError(f"unknown encoder head {head!r}; supported: {', '.join(HEADS)}")
+        return HEADS[head or bert.DEFAULT_HEAD]
     if head is not None:
         raise ValueError(f"model.arch={cfg.arch!r} has no selectable heads (got head={head!r})")
     from plmjax.models.decoder import DecoderLM
@@ -549,6 +555,7 @@ def _read_torch(path: pathlib.Path) -> dict[str, np.ndarray]:
 
 # ---------------------------------------------------------------- registry
 
-from plmjax.convert import bert, gpt2, roberta, t5  # noqa: E402  (the families use the helpers above)
+from plmjax.convert import albert, bert, electra, gpt2, roberta, t5  # noqa: E402  (they use the helpers above)
 
-FAMILIES: dict[str, ModuleType] = {"bert": bert, "roberta": roberta, "t5": t5, "gpt2": gpt2}
+FAMILIES: dict[str, ModuleType] = {"bert": bert, "roberta": roberta, "albert": albert, "electra": electra,
+                                   "t5": t5, "gpt2": gpt2}

@@ -25,7 +25,7 @@ import tokenizers
 
 import torch
 from finetuning import fine_tune_glue_rte
-from hf_reference import perturbed
+from hf_reference import maxdiff, perturbed, shapes, state_dict
 import transformers
 
 from pydoc_data.topics import topics  # noqa: E402
@@ -78,19 +78,7 @@ def _inputs():
     return ids, segments * mask, mask
 
 
-def _state_dict(model):
-    return {k: v.detach().numpy().copy() for k, v in model.state_dict().items()}
 
-
-def _maxdiff(ours, theirs):
-    theirs = theirs.detach().numpy() if torch.is_tensor(theirs) else np.asarray(theirs)
-    ours = np.asarray(ours)
-    assert ours.shape == theirs.shape, (ours.shape, theirs.shape)
-    return float(np.abs(ours - theirs).max())
-
-
-def _shapes(tree):
-    return {k: tuple(v.shape) for k, v in hf.flatten(tree).items()}
 
 
 # ---------------------------------------------------------------- config
@@ -149,26 +137,26 @@ def test_head_parity(models, head):
     args = [jnp.asarray(x.numpy()) for x in (ids, segments, mask)]
     module = module_cls(cfg)
     expected = flax.core.meta.unbox(jax.eval_shape(module.init, jax.random.PRNGKey(0), *args))["params"]
-    assert _shapes(params) == _shapes(expected)
+    assert shapes(params) == shapes(expected)
     assert "layers_1" not in params["encoder"]["stack"]  # one layer, run at every depth
     out = module.apply({"params": params}, *args)
     if head == "pretraining":
-        diffs = {"mlm": _maxdiff(out["mlm_logits"], ref.prediction_logits),
-                 "sop": _maxdiff(out["nsp_logits"], ref.sop_logits),
-                 "hidden": _maxdiff(out["hidden"], ref.hidden_states[-1])}
+        diffs = {"mlm": maxdiff(out["mlm_logits"], ref.prediction_logits),
+                 "sop": maxdiff(out["nsp_logits"], ref.sop_logits),
+                 "hidden": maxdiff(out["hidden"], ref.hidden_states[-1])}
         positions = [[1, 3], [0, 6], [2, 2]]  # and the MLM logits of chosen positions alone
         picked = module.apply({"params": params}, *args, masked_positions=jnp.asarray(positions))["mlm_logits"]
-        diffs["picked"] = _maxdiff(picked, ref.prediction_logits[torch.arange(3)[:, None], torch.tensor(positions)])
+        diffs["picked"] = maxdiff(picked, ref.prediction_logits[torch.arange(3)[:, None], torch.tensor(positions)])
     elif head == "masked_lm":
-        diffs = {"mlm": _maxdiff(out["mlm_logits"], ref.logits), "hidden": _maxdiff(out["hidden"],
+        diffs = {"mlm": maxdiff(out["mlm_logits"], ref.logits), "hidden": maxdiff(out["hidden"],
                                                                                     ref.hidden_states[-1])}
     elif head == "none":
-        diffs = {"hidden": _maxdiff(out["hidden"], ref.last_hidden_state),
-                 "pooled": _maxdiff(out["pooled"], ref.pooler_output)}
+        diffs = {"hidden": maxdiff(out["hidden"], ref.last_hidden_state),
+                 "pooled": maxdiff(out["pooled"], ref.pooler_output)}
     elif head == "span_extraction":
-        diffs = {k: _maxdiff(out[k], getattr(ref, k)) for k in ("start_logits", "end_logits")}
+        diffs = {k: maxdiff(out[k], getattr(ref, k)) for k in ("start_logits", "end_logits")}
     else:
-        diffs = {"logits": _maxdiff(out, ref.logits)}
+        diffs = {"logits": maxdiff(out, ref.logits)}
     print(head, diffs)
     assert max(diffs.values()) <= TOL, diffs
 
@@ -177,7 +165,7 @@ def test_scanned_layout_is_refused(models):
     model = models["pretraining"]
     cfg = hf.config_from_hf(model.config, scan_layers=True)
     with pytest.raises(ValueError, match=r"model.scan_layers cannot hold ALBERT's shared layer"):
-        hf.params_from_hf("albert", _state_dict(model), cfg)
+        hf.params_from_hf("albert", state_dict(model), cfg)
     with pytest.raises(ValueError, match=r"model.scan_layers cannot hold ALBERT's shared layer"):
         hf.params_to_hf("albert", {}, cfg)
     with pytest.raises(ConfigError, match="scan_layers cannot be combined with shared_layer_groups"):
@@ -188,7 +176,7 @@ def test_scanned_layout_is_refused(models):
 def test_round_trip_is_bit_identical(models, head):
     model = models[head]
     cfg = hf.config_from_hf(model.config)
-    sd = _state_dict(model)
+    sd = state_dict(model)
     assert ("predictions.decoder.weight" in sd) == (head in ("pretraining", "masked_lm"))  # tied aliases too
     back = hf.params_to_hf("albert", hf.params_from_hf("albert", sd, cfg, head=head), cfg, head=head)
     assert set(back) == set(sd)
@@ -205,9 +193,9 @@ def test_masked_lm_drops_a_pooler_it_does_not_use(models):
     converts to the same parameters, and the export leaves it out again."""
     model = models["masked_lm"]
     cfg = hf.config_from_hf(model.config)
-    sd = _state_dict(model)
+    sd = state_dict(model)
     assert not any(k.startswith("albert.pooler") for k in sd)
-    pooler = {k: v for k, v in _state_dict(models["pretraining"]).items() if k.startswith("albert.pooler.")}
+    pooler = {k: v for k, v in state_dict(models["pretraining"]).items() if k.startswith("albert.pooler.")}
     assert sorted(pooler) == ["albert.pooler.bias", "albert.pooler.weight"]
     with_pooler = {**sd, **pooler}
     assert albert.guess_head(with_pooler) == "masked_lm"
@@ -218,7 +206,7 @@ def test_masked_lm_drops_a_pooler_it_does_not_use(models):
     # a head whose HF class has a pooler still needs it, and an ALBERT model's keys need no 'albert.' prefix
     with pytest.raises(ValueError, match=r"missing keys:\n  albert\.pooler\.weight"):
         hf.params_from_hf("albert", sd, cfg, head="sequence_classification")
-    base = _state_dict(models["none"])
+    base = state_dict(models["none"])
     jax.tree.map(np.testing.assert_array_equal,
                  hf.params_from_hf("albert", {f"albert.{k}": v for k, v in base.items()}, cfg, head="none"),
                  hf.params_from_hf("albert", base, cfg, head="none"))
@@ -226,17 +214,17 @@ def test_masked_lm_drops_a_pooler_it_does_not_use(models):
 
 def test_head_from_keys_and_architectures(models):
     for head, model in models.items():
-        assert albert.guess_head(_state_dict(model)) == head
+        assert albert.guess_head(state_dict(model)) == head
         config = {**model.config.to_dict(), "architectures": [CASES[head][0]]}  # as save_pretrained writes it
         assert hf.head_from_hf(config) == head
     # hub albert-base-v2 names AlbertForMaskedLM yet holds the pretraining weights: the keys win
     hint = {"model_type": "albert", "architectures": ["AlbertForMaskedLM"]}
-    assert hf.release_head(hint, _state_dict(models["pretraining"])) == "pretraining"
+    assert hf.release_head(hint, state_dict(models["pretraining"])) == "pretraining"
     assert hf.architecture("albert", "span_extraction") == "AlbertForQuestionAnswering"
 
 
 def test_misfits_name_the_offending_parameters(models):
-    sd = _state_dict(models["pretraining"])
+    sd = state_dict(models["pretraining"])
     bert_cfg = hf.config_from_hf(transformers.BertConfig(vocab_size=VOCAB, hidden_size=32, num_hidden_layers=3,
                                                          num_attention_heads=4, intermediate_size=48,
                                                          max_position_embeddings=40))
@@ -260,7 +248,7 @@ def test_misfits_name_the_offending_parameters(models):
     assert "albert.encoder.albert_layer_groups.0.albert_layers.0.ffn.weight: got (48, 32), expected (40, 32)" in error
     with pytest.raises(ValueError, match=r"unexpected keys:\n  classifier\.weight(.|\n)*"
                                          r"the keys look like head='sequence_classification'"):
-        hf.params_from_hf("albert", _state_dict(models["sequence_classification"]), cfg)
+        hf.params_from_hf("albert", state_dict(models["sequence_classification"]), cfg)
     with pytest.raises(ValueError, match="unknown ALBERT head 'ner'"):
         hf.params_from_hf("albert", sd, cfg, head="ner")
     untied = {**sd, "predictions.decoder.bias": sd["predictions.bias"] + 1}
@@ -321,8 +309,8 @@ def test_convert_run_and_export_back(released, tmp_path):
     with torch.no_grad():
         theirs = model(input_ids=ids, attention_mask=mask, token_type_ids=segments)
     out_ = loaded.module().apply({"params": loaded.params}, *[x.numpy() for x in (ids, segments, mask)])
-    assert _maxdiff(out_["mlm_logits"], theirs.prediction_logits) <= TOL
-    assert _maxdiff(out_["nsp_logits"], theirs.sop_logits) <= TOL
+    assert maxdiff(out_["mlm_logits"], theirs.prediction_logits) <= TOL
+    assert maxdiff(out_["nsp_logits"], theirs.sop_logits) <= TOL
 
     back = tmp_path / "back"
     assert main(["convert", "--to", "hf", out, "--out", str(back)]) == 0
@@ -410,7 +398,7 @@ def test_a_plmjax_albert_exports_as_albert(released, tmp_path):
     with torch.no_grad():
         theirs = model.eval()(input_ids=ids, attention_mask=mask, token_type_ids=segments).prediction_logits
     ours = loaded.module().apply({"params": loaded.params}, *[x.numpy() for x in (ids, segments, mask)])
-    assert _maxdiff(ours["mlm_logits"], theirs) <= TOL
+    assert maxdiff(ours["mlm_logits"], theirs) <= TOL
 
 
 def test_cli_misfits_are_one_clear_error(released, tmp_path, capsys):

@@ -15,7 +15,6 @@ import dataclasses
 import json
 import os
 
-import flax
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -23,7 +22,7 @@ import pytest
 
 import torch
 from finetuning import fine_tune_glue_rte
-from hf_reference import perturbed
+from hf_reference import maxdiff, perturbed, shapes, state_dict
 import transformers
 
 from pydoc_data.topics import topics  # noqa: E402
@@ -96,23 +95,11 @@ def _hidden(model, ids, segments, mask):
         return model.electra(input_ids=t(ids), token_type_ids=t(segments), attention_mask=t(mask)).last_hidden_state
 
 
-def _maxdiff(ours, theirs) -> float:
-    theirs = theirs.detach().numpy() if torch.is_tensor(theirs) else np.asarray(theirs)
-    ours = np.asarray(ours)
-    assert ours.shape == theirs.shape, (ours.shape, theirs.shape)
-    return float(np.abs(ours - theirs).max())
 
-
-def _state_dict(model) -> dict[str, np.ndarray]:
-    return {k: v.detach().numpy().copy() for k, v in model.state_dict().items()}
-
-
-def _shapes(tree) -> dict[str, tuple[int, ...]]:
-    return {k: tuple(v.shape) for k, v in hf.flatten(flax.core.meta.unbox(tree)).items()}
 
 
 def _module_shapes(module, *args) -> dict[str, tuple[int, ...]]:
-    return _shapes(jax.eval_shape(module.init, jax.random.PRNGKey(0), *args)["params"])
+    return shapes(jax.eval_shape(module.init, jax.random.PRNGKey(0), *args)["params"])
 
 
 # ---------------------------------------------------------------- parity
@@ -130,13 +117,13 @@ def test_parity(models, name, scan):
     assert hf.module_for(cfg, head) is module_cls is electra.module_for(head)
     ids, segments, mask = _inputs()
     module = module_cls(cfg)
-    assert _shapes(params) == _module_shapes(module, *map(jnp.asarray, (ids, segments, mask)))
+    assert shapes(params) == _module_shapes(module, *map(jnp.asarray, (ids, segments, mask)))
     assert ("projection" in params["encoder"]["embedder"]) is (config["embedding_size"] != config["hidden_size"])
     out = _ours(module, params, ids, segments, mask)
     ref = _hf(model, ids, segments, mask)
     key = "detection_logits" if head == "replaced_token_detection" else "mlm_logits"
-    diffs = {"logits": _maxdiff(out[key], ref.logits),  # every position, padding too: the masks agree
-             "hidden": _maxdiff(out["hidden"], _hidden(model, ids, segments, mask))}
+    diffs = {"logits": maxdiff(out[key], ref.logits),  # every position, padding too: the masks agree
+             "hidden": maxdiff(out["hidden"], _hidden(model, ids, segments, mask))}
     print(name, "scan" if scan else "", diffs)
     assert max(diffs.values()) <= TOL, diffs
     assert float(np.abs(np.asarray(out[key])).max()) > 0.1  # not trivially near zero
@@ -148,7 +135,7 @@ def test_round_trip(models, name, scan):
     model = models[name]
     _, config, head, _ = CASES[name]
     cfg = hf.config_from_hf(model.config, scan_layers=scan)
-    sd = _state_dict(model)
+    sd = state_dict(model)
     assert ("electra.embeddings_project.weight" in sd) is (config["embedding_size"] != config["hidden_size"])
     assert ("generator_lm_head.weight" in sd) is (head == "masked_lm")  # the tied alias, in the state dict
     params = hf.params_from_hf("electra", sd, cfg, head=head)
@@ -170,7 +157,7 @@ def test_round_trip(models, name, scan):
 
 
 def test_default_head_and_release_head(models):
-    sd = _state_dict(models["discriminator"])
+    sd = state_dict(models["discriminator"])
     cfg = hf.config_from_hf(models["discriminator"].config)
     jax.tree.map(np.testing.assert_array_equal, hf.params_from_hf("electra", sd, cfg),
                  hf.params_from_hf("electra", sd, cfg, head="replaced_token_detection"))
@@ -178,7 +165,7 @@ def test_default_head_and_release_head(models):
     config = {"model_type": "electra", "architectures": ["ElectraForMaskedLM"]}  # the keys decide, as on the hub
     assert hf.release_head(config, sd) == "replaced_token_detection"
     assert hf.release_head({**config, "architectures": ["ElectraForPreTraining"]},
-                           _state_dict(models["generator"])) == "masked_lm"
+                           state_dict(models["generator"])) == "masked_lm"
 
 
 # ---------------------------------------------------------------- the joint pretraining model
@@ -216,7 +203,7 @@ def test_joint_model_from_an_hf_pair(models):
                   segment_ids=jnp.asarray(segments), attention_mask=jnp.asarray(mask))
     expected = jax.eval_shape(lambda: module.init({"params": jax.random.key(0), "sample": jax.random.key(1)},
                                                   **inputs))["params"]
-    assert _shapes(joint) == _shapes(expected)
+    assert shapes(joint) == shapes(expected)
 
     disc_part, gen_part = electra_model.split_generator(joint)
     jax.tree.map(np.testing.assert_array_equal, disc_part, d_params)
@@ -224,8 +211,8 @@ def test_joint_model_from_an_hf_pair(models):
     ours_d = _ours(encoder.EncoderForTokenDetection(d_cfg), disc_part, ids, segments, mask)["detection_logits"]
     ours_g = _ours(encoder.EncoderForMaskedLM(g_cfg), gen_part, ids, segments, mask)["mlm_logits"]
     ref_g = _hf(generator, ids, segments, mask).logits
-    diffs = {"discriminator": _maxdiff(ours_d, _hf(discriminator, ids, segments, mask).logits),
-             "generator": _maxdiff(ours_g, ref_g)}
+    diffs = {"discriminator": maxdiff(ours_d, _hf(discriminator, ids, segments, mask).logits),
+             "generator": maxdiff(ours_g, ref_g)}
 
     out = module.apply({"params": joint}, **inputs, rngs={"sample": jax.random.key(3)})
     corrupted = np.asarray(out["corrupted"])
@@ -233,8 +220,8 @@ def test_joint_model_from_an_hf_pair(models):
     chosen = np.zeros(ids.shape, bool)
     chosen[rows, positions] = weights > 0
     assert (corrupted[chosen] != ids[chosen]).any() and (corrupted[~chosen] == ids[~chosen]).all()
-    diffs["joint_generator"] = _maxdiff(out["generator_logits"], ref_g.numpy()[rows, positions])
-    diffs["joint_discriminator"] = _maxdiff(out["detection_logits"],
+    diffs["joint_generator"] = maxdiff(out["generator_logits"], ref_g.numpy()[rows, positions])
+    diffs["joint_discriminator"] = maxdiff(out["detection_logits"],
                                             _hf(discriminator, corrupted, segments, mask).logits)
     print(diffs)
     assert max(diffs.values()) <= TOL, diffs
@@ -269,17 +256,17 @@ def test_a_training_run_exports_as_discriminator_and_generator(electra_run, tmp_
     ours_g = _ours(encoder.EncoderForMaskedLM(g_cfg), gen_params, ids, segments, mask)
     ref_d = _hf(discriminator.eval(), ids, segments, mask).logits
     ref_g = _hf(generator.eval(), ids, segments, mask).logits
-    diffs = {"discriminator": _maxdiff(ours_d["detection_logits"], ref_d),
-             "generator": _maxdiff(ours_g["mlm_logits"], ref_g),
-             "discriminator_hidden": _maxdiff(ours_d["hidden"], _hidden(discriminator, ids, segments, mask)),
-             "generator_hidden": _maxdiff(ours_g["hidden"], _hidden(generator, ids, segments, mask))}
+    diffs = {"discriminator": maxdiff(ours_d["detection_logits"], ref_d),
+             "generator": maxdiff(ours_g["mlm_logits"], ref_g),
+             "discriminator_hidden": maxdiff(ours_d["hidden"], _hidden(discriminator, ids, segments, mask)),
+             "generator_hidden": maxdiff(ours_g["hidden"], _hidden(generator, ids, segments, mask))}
     print(diffs)
     assert max(diffs.values()) <= TOL, diffs
     # a few steps from a 0.02-scale init leave the detection logits small: they must match relative to their size too
     for name, ref in (("discriminator", ref_d), ("generator", ref_g)):
         assert diffs[name] <= 1e-3 * float(ref.abs().max()), (name, diffs[name], float(ref.abs().max()))
 
-    d_sd, g_sd = _state_dict(discriminator), _state_dict(generator)
+    d_sd, g_sd = state_dict(discriminator), state_dict(generator)
     shared = [k for k in d_sd if k.startswith("electra.embeddings.")]
     assert len(shared) == 5  # word, position and segment tables and the LayerNorm's scale and bias
     for k in shared:
@@ -315,7 +302,7 @@ def test_convert_cli_from_hf_and_back(wordpiece, tmp_path, name):
     key = "detection_logits" if head == "replaced_token_detection" else "mlm_logits"
     ours = loaded.module().apply({"params": loaded.params}, ids, segments, mask)[key]
     theirs = _hf(model, ids, segments, mask).logits
-    assert _maxdiff(ours, theirs) <= TOL
+    assert maxdiff(ours, theirs) <= TOL
 
     assert main(["convert", "--to", "hf", out, "--out", str(back)]) == 0
     original, exported = hf.read_state_dict(hf_dir), hf.read_state_dict(back)
@@ -335,7 +322,7 @@ def test_convert_cli_from_hf_and_back(wordpiece, tmp_path, name):
 
 
 def test_a_config_that_does_not_fit_is_an_error_naming_the_parameter(models):
-    sd = _state_dict(models["discriminator"])
+    sd = state_dict(models["discriminator"])
     cfg = hf.config_from_hf({**models["discriminator"].config.to_dict(), "embedding_size": 8})
     with pytest.raises(ValueError) as caught:
         hf.params_from_hf("electra", sd, cfg, head="replaced_token_detection")
@@ -350,7 +337,7 @@ def test_a_config_that_does_not_fit_is_an_error_naming_the_parameter(models):
 
 
 def test_wrong_heads_and_classes_are_refused(models, tmp_path, capsys):
-    sd = _state_dict(models["discriminator"])
+    sd = state_dict(models["discriminator"])
     cfg = hf.config_from_hf(models["discriminator"].config)
     with pytest.raises(ValueError, match=r"missing keys:\n  generator_predictions\.dense\.weight(.|\n)*"
                                          r"the keys look like head='replaced_token_detection'"):
@@ -358,7 +345,7 @@ def test_wrong_heads_and_classes_are_refused(models, tmp_path, capsys):
     with pytest.raises(ValueError, match="unknown ELECTRA head 'pretraining'"):
         hf.params_from_hf("electra", sd, cfg, head="pretraining")
 
-    gen = _state_dict(models["generator"])
+    gen = state_dict(models["generator"])
     gen_cfg = hf.config_from_hf(models["generator"].config)
     untied = dict(gen, **{"generator_lm_head.weight": gen["generator_lm_head.weight"] + 1})
     with pytest.raises(ValueError, match="generator_lm_head.weight differs from electra.embeddings.word_embeddings"):
@@ -375,7 +362,7 @@ def test_wrong_heads_and_classes_are_refused(models, tmp_path, capsys):
     for cls in (transformers.ElectraForSequenceClassification, transformers.ElectraForTokenClassification,
                 transformers.ElectraForQuestionAnswering, transformers.ElectraModel):
         with pytest.raises(ValueError, match=f"looks like an HF {cls.__name__}, which has no plmjax counterpart"):
-            hf.params_from_hf("electra", _state_dict(cls(tiny)), cfg)
+            hf.params_from_hf("electra", state_dict(cls(tiny)), cfg)
     classifier.save_pretrained(tmp_path / "classifier")
     assert main(["convert", "--from", "hf", str(tmp_path / "classifier"), "--out", str(tmp_path / "out")]) == 2
     assert "looks like an HF ElectraForSequenceClassification" in capsys.readouterr().err

@@ -15,6 +15,7 @@ import pytest
 
 import torch
 import transformers
+from hf_reference import maxdiff, shapes, state_dict
 
 from plmjax.convert import hf  # noqa: E402
 from plmjax.models import encoder  # noqa: E402
@@ -69,19 +70,7 @@ def _inputs():
     return ids, segments, mask
 
 
-def _state_dict(model):
-    return {k: v.detach().numpy().copy() for k, v in model.state_dict().items()}
 
-
-def _maxdiff(ours, theirs):
-    theirs = theirs.detach().numpy() if torch.is_tensor(theirs) else np.asarray(theirs)
-    ours = np.asarray(ours)
-    assert ours.shape == theirs.shape, (ours.shape, theirs.shape)
-    return float(np.abs(ours - theirs).max())
-
-
-def _shapes(tree):
-    return {k: tuple(v.shape) for k, v in hf.flatten(tree).items()}
 
 
 @pytest.mark.parametrize("scan", [False, True])
@@ -99,15 +88,15 @@ def test_head_parity(models, name, scan):
     args = [jnp.asarray(x.numpy()) for x in (ids, segments, mask)]
     module = module_cls(cfg)
     expected = flax.core.meta.unbox(jax.eval_shape(module.init, jax.random.PRNGKey(0), *args))["params"]
-    assert _shapes(params) == _shapes(expected)
+    assert shapes(params) == shapes(expected)
     out = module.apply({"params": params}, *args)
     if head in ("sequence_classification", "token_classification"):
-        diffs = {"logits": _maxdiff(out, ref.logits)}
+        diffs = {"logits": maxdiff(out, ref.logits)}
     elif head == "span_extraction":
-        diffs = {k: _maxdiff(out[k], getattr(ref, k)) for k in ("start_logits", "end_logits")}
+        diffs = {k: maxdiff(out[k], getattr(ref, k)) for k in ("start_logits", "end_logits")}
     else:
-        diffs = {"last_hidden": _maxdiff(out["hidden"], ref.last_hidden_state),
-                 "pooled": _maxdiff(out["pooled"], ref.pooler_output)}
+        diffs = {"last_hidden": maxdiff(out["hidden"], ref.last_hidden_state),
+                 "pooled": maxdiff(out["pooled"], ref.pooler_output)}
     print(name, "scan" if scan else "", diffs)
     assert max(diffs.values()) <= TOL, diffs
 
@@ -118,7 +107,7 @@ def test_head_round_trip(models, name, scan):
     model = models[name]
     head = CASES[name][2]
     cfg = hf.config_from_hf(model.config, scan_layers=scan)
-    sd = _state_dict(model)
+    sd = state_dict(model)
     params = hf.params_from_hf("bert", sd, cfg, head=head)
     if scan:
         assert any("/layers/" in p for p in hf.flatten(params))
@@ -136,7 +125,7 @@ def test_head_round_trip(models, name, scan):
 def test_default_head_is_pretraining(models):
     model = models["pretraining"]
     cfg = hf.config_from_hf(model.config)
-    sd = _state_dict(model)
+    sd = state_dict(model)
     jax.tree.map(np.testing.assert_array_equal, hf.params_from_hf("bert", sd, cfg),
                  hf.params_from_hf("bert", sd, cfg, head="pretraining"))
     assert hf.module_for(cfg) is encoder.EncoderForPretraining
@@ -165,7 +154,7 @@ def test_head_from_config_architectures(models, tmp_path):
 
 
 def test_wrong_head_is_named(models):
-    sd = _state_dict(models["seq_cls_3"])
+    sd = state_dict(models["seq_cls_3"])
     cfg = hf.config_from_hf(models["seq_cls_3"].config)
     with pytest.raises(ValueError, match=r"unexpected keys:\n  classifier\.weight(.|\n)*"
                                          r"the keys look like head='sequence_classification'"):
@@ -185,7 +174,7 @@ def test_wrong_head_is_named(models):
 
 def test_bert_model_keys_with_prefix(models):
     """A BertModel state dict saved under a 'bert.' prefix (as inside the task classes) converts too."""
-    sd = _state_dict(models["bert_model"])
+    sd = state_dict(models["bert_model"])
     cfg = hf.config_from_hf(models["bert_model"].config)
     prefixed = {f"bert.{k}": v for k, v in sd.items()}
     jax.tree.map(np.testing.assert_array_equal, hf.params_from_hf("bert", prefixed, cfg, head="none"),

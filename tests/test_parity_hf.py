@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 
 import torch
-from hf_reference import perturbed
+from hf_reference import maxdiff, perturbed, state_dict
 import transformers
 
 from plmjax.convert import hf  # noqa: E402
@@ -77,17 +77,6 @@ def gpt2_model():
     return _gpt2()
 
 
-def _state_dict(model):
-    return {k: v.detach().numpy().copy() for k, v in model.state_dict().items()}
-
-
-def _maxdiff(ours, theirs):
-    theirs = theirs.detach().numpy() if torch.is_tensor(theirs) else theirs
-    ours = np.asarray(ours)
-    assert ours.shape == theirs.shape, (ours.shape, theirs.shape)
-    return float(np.abs(ours - theirs).max())
-
-
 def _layer_outputs(intermediates, stack_path, num_layers, scanned):
     node = intermediates
     for k in stack_path:
@@ -129,9 +118,9 @@ def test_bert_parity(bert_model, scan):
     out, state = EncoderForPretraining(cfg).apply({"params": params}, *args, mutable=["intermediates"])
     layers = _layer_outputs(state["intermediates"], ("encoder", "stack"), cfg.num_layers, scan)
     assert len(layers) == len(ref.hidden_states) - 1 == 2  # BERT: every layer's output (post-norm)
-    diffs = {f"layer_{i}": _maxdiff(ours, theirs) for i, (ours, theirs) in enumerate(zip(layers, ref.hidden_states[1:]))}
-    diffs["mlm_logits"] = _maxdiff(out["mlm_logits"], ref.prediction_logits)
-    diffs["nsp_logits"] = _maxdiff(out["nsp_logits"], ref.seq_relationship_logits)
+    diffs = {f"layer_{i}": maxdiff(ours, theirs) for i, (ours, theirs) in enumerate(zip(layers, ref.hidden_states[1:]))}
+    diffs["mlm_logits"] = maxdiff(out["mlm_logits"], ref.prediction_logits)
+    diffs["nsp_logits"] = maxdiff(out["nsp_logits"], ref.seq_relationship_logits)
     print("bert", "scan" if scan else "", diffs)
     assert max(diffs.values()) <= TOL, diffs
 
@@ -162,9 +151,9 @@ def test_t5_parity(t5_models, v1_1, scan):
     # HF's hidden_states: embeddings, layers 0..L-2, then the final-normed output of layer L-1
     layers = _layer_outputs(state["intermediates"], ("encoder",), cfg.num_layers, scan)
     assert len(ref.encoder_hidden_states) == len(layers) + 1 == 4
-    diffs = {f"encoder_layer_{i}": _maxdiff(layers[i], ref.encoder_hidden_states[i + 1]) for i in range(len(layers) - 1)}
-    diffs["encoder_last_hidden"] = _maxdiff(encoded, ref.encoder_last_hidden_state)
-    diffs["lm_logits"] = _maxdiff(logits, ref.logits)
+    diffs = {f"encoder_layer_{i}": maxdiff(layers[i], ref.encoder_hidden_states[i + 1]) for i in range(len(layers) - 1)}
+    diffs["encoder_last_hidden"] = maxdiff(encoded, ref.encoder_last_hidden_state)
+    diffs["lm_logits"] = maxdiff(logits, ref.logits)
     print("t5", "v1_1" if v1_1 else "v1_0", "scan" if scan else "", diffs)
     assert max(diffs.values()) <= TOL, diffs
 
@@ -173,7 +162,7 @@ def test_t5_v1_1_without_lm_head_uses_shared(t5_models):
     """transformers >= 5 saves tied v1.1 models without lm_head.weight; HF then ties it to shared."""
     model = t5_models[True]
     cfg = hf.config_from_hf(model.config)
-    sd = _state_dict(model)
+    sd = state_dict(model)
     del sd["lm_head.weight"]
     params = hf.params_from_hf("t5", sd, cfg)
     np.testing.assert_array_equal(params["lm_head"]["kernel"], sd["shared.weight"].T)
@@ -215,9 +204,9 @@ def test_gpt2_parity(gpt2_model, scan):
     layers = _layer_outputs(inter, ("stack",), cfg.num_layers, scan)
     # HF's hidden_states: embeddings, layers 0..L-2, then ln_f of layer L-1's output
     assert len(ref.hidden_states) == len(layers) + 1 == 4
-    diffs = {f"layer_{i}": _maxdiff(layers[i], ref.hidden_states[i + 1]) for i in range(len(layers) - 1)}
-    diffs["last_hidden"] = _maxdiff(inter["stack"]["__call__"][0], ref.hidden_states[-1])
-    diffs["logits"] = _maxdiff(logits, ref.logits)
+    diffs = {f"layer_{i}": maxdiff(layers[i], ref.hidden_states[i + 1]) for i in range(len(layers) - 1)}
+    diffs["last_hidden"] = maxdiff(inter["stack"]["__call__"][0], ref.hidden_states[-1])
+    diffs["logits"] = maxdiff(logits, ref.logits)
     print("gpt2", "scan" if scan else "", diffs)
     assert max(diffs.values()) <= TOL, diffs
 
@@ -225,7 +214,7 @@ def test_gpt2_parity(gpt2_model, scan):
 def test_gpt2_unprefixed_checkpoint_with_old_buffers(gpt2_model):
     """GPT2Model checkpoints (hub 'gpt2') lack 'transformer.' and carry attn.bias / masked_bias buffers."""
     cfg = hf.config_from_hf(gpt2_model.config)
-    sd = _state_dict(gpt2_model)
+    sd = state_dict(gpt2_model)
     old = {k.removeprefix("transformer."): v for k, v in sd.items() if k != "lm_head.weight"}
     old["h.0.attn.bias"] = np.tril(np.ones((1, 1, 32, 32), np.float32))
     old["h.0.attn.masked_bias"] = np.array(-1e4, np.float32)
@@ -244,7 +233,7 @@ def test_round_trip(bert_model, t5_models, gpt2_model, name, scan):
     model = {"bert": bert_model, "t5_v1_0": t5_models[False], "t5_v1_1": t5_models[True], "gpt2": gpt2_model}[name]
     model_type = model.config.model_type
     cfg = hf.config_from_hf(model.config, scan_layers=scan)
-    sd = _state_dict(model)
+    sd = state_dict(model)
     params = hf.params_from_hf(model_type, sd, cfg)
     if scan:
         assert any("/layers/" in p for p in hf.flatten(params))
@@ -265,7 +254,7 @@ def _dummy_inputs(model_type):
 
 def test_missing_and_misshaped_keys(bert_model):
     cfg = hf.config_from_hf(bert_model.config)
-    sd = _state_dict(bert_model)
+    sd = state_dict(bert_model)
     missing = dict(sd)
     del missing["bert.encoder.layer.1.attention.self.key.weight"]
     with pytest.raises(ValueError, match=r"missing keys:\n  bert\.encoder\.layer\.1\.attention\.self\.key\.weight \(expected shape \(32, 32\)\)"):
@@ -292,7 +281,7 @@ def test_missing_and_misshaped_keys(bert_model):
 def test_bert_old_checkpoint_names(bert_model):
     """TF-era checkpoints: LayerNorm.gamma/beta and a persisted position_ids buffer."""
     cfg = hf.config_from_hf(bert_model.config)
-    sd = _state_dict(bert_model)
+    sd = state_dict(bert_model)
     old = {k.replace("LayerNorm.weight", "LayerNorm.gamma").replace("LayerNorm.bias", "LayerNorm.beta"): v
            for k, v in sd.items()}
     old["bert.embeddings.position_ids"] = np.arange(40)[None]
@@ -321,7 +310,7 @@ def test_read_state_dict(bert_model, tmp_path, capsys):
     import safetensors.numpy
     import safetensors.torch
 
-    sd = _state_dict(bert_model)
+    sd = state_dict(bert_model)
     safetensors.numpy.save_file(sd, str(tmp_path / "model.safetensors"))
     torch.save(bert_model.state_dict(), tmp_path / "pytorch_model.bin")
     for path in (tmp_path / "model.safetensors", tmp_path / "pytorch_model.bin", tmp_path):

@@ -296,7 +296,9 @@ def cmd_convert(args) -> None:
 
     if args.target_kind:
         model_type = release.export_hf(args.source, args.out, args.overrides)
-        print(f"wrote HF {model_type} model to {args.out}")
+        generator = os.path.join(args.out, release.GENERATOR)
+        also = f", and its generator to {generator}" if os.path.isdir(generator) else ""
+        print(f"wrote HF {model_type} model to {args.out}{also}")
         return
     config = release.import_release(args.source, args.out, args.source_kind, args.overrides,
                                     with_tokenizer=not args.no_tokenizer)

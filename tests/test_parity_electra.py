@@ -230,10 +230,11 @@ def test_joint_model_from_an_hf_pair(models):
 # ---------------------------------------------------------------- a plmjax ELECTRA run -> HF
 
 
-def test_a_training_run_exports_as_discriminator_and_generator(electra_run, tmp_path):
+def test_a_training_run_exports_as_discriminator_and_generator(electra_run, tmp_path, capsys):
     workdir, out = electra_run, tmp_path / "hf"
     assert directory.head(workdir) is None  # the joint model is none of the single-model heads
     assert main(["convert", "--to", "hf", workdir, "--out", str(out)]) == 0
+    assert f"wrote HF electra model to {out}, and its generator to {out / 'generator'}" in capsys.readouterr().out
 
     config = directory.read_config(workdir)
     assert config.objective.kind == "replaced_token_detection"

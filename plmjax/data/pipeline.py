@@ -337,15 +337,32 @@ def mlm_examples(
     return _encoder_examples(rows, length, tokenizer, nsp_labels=labels), objective
 
 
+def _split_chunks(tokenizer: Tokenizer, documents: Sequence[str], budget: int,
+                  rng: np.random.Generator) -> list[tuple[list[int], list[int]]]:
+    """ALBERT's segment pairs: each document's sentences gathered into chunks of at least `budget` tokens (or the
+    document's rest), each chunk of two or more sentences cut at a random sentence boundary into A and B — so A and
+    B are consecutive text and neither is the longer by construction (a length that told the order apart)."""
+    pairs = []
+    for doc in _document_segments(tokenizer, documents, target=1):
+        chunk = []
+        for i, sentence in enumerate(doc):
+            chunk.append(sentence)
+            if sum(map(len, chunk)) >= budget or i == len(doc) - 1:
+                if len(chunk) > 1:
+                    cut = int(rng.integers(1, len(chunk)))
+                    pairs.append(([t for s in chunk[:cut] for t in s], [t for s in chunk[cut:] for t in s]))
+                chunk = []
+    return pairs
+
+
 def sentence_order_examples(
     config: Config, tokenizer: Tokenizer, documents: Sequence[str], rng: np.random.Generator
 ) -> tuple[Features, Finish]:
-    """ALBERT's inputs: two consecutive segments of one document, put in [CLS] A [SEP] B [SEP] rows at each step
-    with exactly half of a batch's pairs swapped (`sop_labels` 1; 0 is the original order), then masked."""
+    """ALBERT's inputs: two consecutive segments of one document (`_split_chunks`), put in [CLS] A [SEP] B [SEP] rows
+    at each step with exactly half of a batch's pairs swapped (`sop_labels` 1; 0 is the original order), then
+    masked."""
     length = config.data.seq_length
-    pairs = [_pair_row(doc[i], doc[i + 1], length, tokenizer)
-             for doc in _document_segments(tokenizer, documents, target=(length - 3) // 2)
-             for i in range(0, len(doc) - 1, 2)]
+    pairs = [_pair_row(a, b, length, tokenizer) for a, b in _split_chunks(tokenizer, documents, length - 3, rng)]
     firsts = [tokens[1:segments.index(1) - 1] for tokens, segments in pairs]
     seconds = [tokens[segments.index(1):-1] for tokens, segments in pairs]
     examples = {"first": _pad_rows(firsts, length, tokenizer.pad_id),

@@ -100,6 +100,8 @@ def test_a_new_objective_has_its_keys_features_and_seqio_tasks(tmp_path):
         apply_overrides(config, ["objective.parity.bogus=1"])
     with pytest.raises(ConfigError, match="objective.parity.modulus expects int, got 'three'"):
         apply_overrides(config, ["objective.parity.modulus=three"])
+    with pytest.raises(ConfigError, match=r"objective.parity.modulus=1 must be in \[2, model.vocab_size="):
+        apply_overrides(config, ["objective.parity.modulus=1"])  # the objective's own check, as the config is read
     with pytest.raises(ConfigError, match="model.arch='decoder' cannot train objective.kind='parity'"):
         make_model_task(apply_overrides(config, ["model.arch=decoder"]))
     tokenizer = sources.build_vocabulary(config, str(tmp_path))

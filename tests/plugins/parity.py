@@ -9,6 +9,7 @@ import flax.linen as nn
 import jax.numpy as jnp
 import numpy as np
 
+from plmjax.config import ConfigError
 from plmjax.data.registry import Batcher
 from plmjax.layers.linear import make_projection
 from plmjax.models.encoder import Encoder
@@ -84,4 +85,12 @@ def batcher(config, vocabulary):
     return Batcher({"targets": config.data.seq_length}, lambda rows, rng: finish({"input_ids": rows["targets"]}, rng))
 
 
-register(Objective("parity", "encoder", ParityOptions, ParityTask.from_config, features, examples, batcher))
+def check(config) -> None:
+    """A modulus the vocabulary cannot hold is refused when the config is read (Objective.check)."""
+    if not 2 <= config.objective.parity.modulus <= config.model.vocab_size:
+        raise ConfigError(f"objective.parity.modulus={config.objective.parity.modulus} must be in "
+                          f"[2, model.vocab_size={config.model.vocab_size}]")
+
+
+register(Objective("parity", "encoder", ParityOptions, ParityTask.from_config, features, examples, batcher,
+                   check=check))

@@ -223,6 +223,13 @@ def test_replacements_come_from_the_generator_and_labels_mark_real_changes(rtd_m
     np.testing.assert_array_equal(replaced, (corrupted != original) & (batch["attention_mask"] > 0))
     assert not replaced[rows[0], positions[0]]  # the sample equal to the original is labelled original
     assert replaced.sum() == len(rows) - np.sum(batch["masked_ids"][valid] == forced) > 0
+    # Position 0 predicted in a row whose unused slots also point at 0: the sample lands there, the slots write nothing.
+    first = dict(batch, masked_positions=batch["masked_positions"].copy())
+    first["masked_positions"][0, 0] = 0
+    assert not valid[0].all() and valid[0, 0]
+    outputs, _ = jax.jit(lambda p: task.forward({"params": p}, first, deterministic=True,
+                                                rngs=task.rngs(jax.random.key(3), True)))(params)
+    assert int(outputs["corrupted"][0, 0]) == forced
 
 
 def test_the_discriminator_loss_does_not_train_the_generator_and_both_train_the_embeddings(rtd_model):
@@ -251,6 +258,7 @@ def test_the_discriminator_loss_does_not_train_the_generator_and_both_train_the_
     ("objective.replaced_token_detection.generator_hidden_size=64", "generator_hidden_size=64"),
     ("objective.replaced_token_detection.discriminator_weight=0", "discriminator_weight=0"),
     ("objective.replaced_token_detection.generator_num_heads=3", "generator_num_heads=3"),
+    ("objective.replaced_token_detection.generator_num_layers=-1", "generator_num_layers=-1"),
     ("model.shared_layer_groups=3", "model.shared_layer_groups=3"),
     ("objective.sop.ngram=-1", "objective.sop.ngram=-1"),
 ])

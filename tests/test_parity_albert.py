@@ -78,9 +78,6 @@ def _inputs():
     return ids, segments * mask, mask
 
 
-
-
-
 # ---------------------------------------------------------------- config
 
 

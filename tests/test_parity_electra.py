@@ -95,9 +95,6 @@ def _hidden(model, ids, segments, mask):
         return model.electra(input_ids=t(ids), token_type_ids=t(segments), attention_mask=t(mask)).last_hidden_state
 
 
-
-
-
 def _module_shapes(module, *args) -> dict[str, tuple[int, ...]]:
     return shapes(jax.eval_shape(module.init, jax.random.PRNGKey(0), *args)["params"])
 

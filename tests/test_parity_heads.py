@@ -70,9 +70,6 @@ def _inputs():
     return ids, segments, mask
 
 
-
-
-
 @pytest.mark.parametrize("scan", [False, True])
 @pytest.mark.parametrize("name", [n for n in CASES if n != "pretraining"])
 def test_head_parity(models, name, scan):

@@ -28,8 +28,6 @@ TOL = 1e-4
 MODELS = {"bert": EncoderForPretraining, "t5": EncoderDecoder, "gpt2": DecoderLM}
 
 
-
-
 def _bert():
     torch.manual_seed(0)
     config = transformers.BertConfig(

@@ -240,13 +240,17 @@ def _nsp_pairs(
     return pairs
 
 
+def _fit_pair(a: list[int], b: list[int], budget: int) -> tuple[list[int], list[int]]:
+    """A and B with the end of the longer one cut so that both fit in `budget` tokens."""
+    a = a[: max(budget - len(b), (budget + 1) // 2)]
+    return a, b[: budget - len(a)]
+
+
 def _pair_row(
     a: list[int], b: list[int], length: int, tokenizer: Tokenizer
 ) -> tuple[list[int], list[int]]:
     """[CLS] A [SEP] B [SEP] and its segment ids, the longer of A/B trimmed to fit `length`."""
-    budget = length - 3
-    a = a[: max(budget - len(b), (budget + 1) // 2)]
-    b = b[: budget - len(a)]
+    a, b = _fit_pair(a, b, length - 3)
     tokens = [tokenizer.cls_id, *a, tokenizer.sep_id, *b, tokenizer.sep_id]
     return tokens, [0] * (len(a) + 2) + [1] * (len(b) + 1)
 
@@ -362,9 +366,8 @@ def sentence_order_examples(
     at each step with exactly half of a batch's pairs swapped (`sop_labels` 1; 0 is the original order), then
     masked."""
     length = config.data.seq_length
-    pairs = [_pair_row(a, b, length, tokenizer) for a, b in _split_chunks(tokenizer, documents, length - 3, rng)]
-    firsts = [tokens[1:segments.index(1) - 1] for tokens, segments in pairs]
-    seconds = [tokens[segments.index(1):-1] for tokens, segments in pairs]
+    pairs = [_fit_pair(a, b, length - 3) for a, b in _split_chunks(tokenizer, documents, length - 3, rng)]
+    firsts, seconds = [a for a, _ in pairs], [b for _, b in pairs]
     examples = {"first": _pad_rows(firsts, length, tokenizer.pad_id),
                 "first_length": np.array([len(a) for a in firsts], np.int32),
                 "second": _pad_rows(seconds, length, tokenizer.pad_id),

@@ -69,10 +69,10 @@ class ReplacedTokenDetection(nn.Module):
         # No gradient through the sample: the discriminator's loss does not train the generator.
         sampled = jax.random.categorical(self.make_rng("sample"), jax.lax.stop_gradient(logits) / self.temperature)
         rows = jnp.arange(input_ids.shape[0])[:, None]
-        valid = masked_weights > 0  # unused prediction slots point at position 0 and leave it as it is
-        current = jnp.take_along_axis(input_ids, masked_positions, axis=1)
-        corrupted = input_ids.at[rows, masked_positions].set(jnp.where(valid, sampled, current))
-        original = input_ids.at[rows, masked_positions].set(jnp.where(valid, masked_ids, current))
+        # Unused prediction slots (weight 0) write past the end, which drops them.
+        positions = jnp.where(masked_weights > 0, masked_positions, input_ids.shape[1])
+        corrupted = input_ids.at[rows, positions].set(sampled, mode="drop")
+        original = input_ids.at[rows, positions].set(masked_ids, mode="drop")
         # A sample equal to the original token counts as original, as in the paper.
         replaced = (corrupted != original) & attention_mask.astype(bool)
         detection = self.discriminator_head(self.encoder(corrupted, segment_ids, attention_mask, deterministic))

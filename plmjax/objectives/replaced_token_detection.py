@@ -34,6 +34,10 @@ class ReplacedTokenDetectionOptions:
         for key in ("discriminator_weight", "temperature"):
             if getattr(self, key) <= 0:
                 raise ConfigError(f"objective.replaced_token_detection.{key}={getattr(self, key)} must be > 0")
+        for key in ("generator_hidden_size", "generator_num_heads", "generator_mlp_dim", "generator_num_layers"):
+            if getattr(self, key) < 0:
+                raise ConfigError(f"objective.replaced_token_detection.{key}={getattr(self, key)} must be >= 0 "
+                                  "(0: ELECTRA's default)")
 
 
 def masking(tokenizer, config: Config):

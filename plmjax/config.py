@@ -64,11 +64,22 @@ class ModelConfig(_Section):
     norm_eps: float = 1e-12
     norm_position: str = "post"  # post (BERT) | pre (T5, GPT-2)
     use_bias: bool = True
-    position_kind: str = "learned"  # learned (absolute) | relative (T5 buckets)
+    position_kind: str = "learned"  # learned (absolute) | relative (T5 buckets) | none (the kernel's own: disentangled)
+    position_input: bool = True  # add the learned positions to the input (false: the table only feeds the mask decoder)
     max_length: int = 512
     position_offset: int = 0  # learned position ids start here (RoBERTa: pad_token_id + 1)
     relative_buckets: int = 32
     relative_max_distance: int = 128
+    position_terms: str = "c2p,p2c"  # attention_kind=disentangled: content-to-position and/or position-to-content
+    position_buckets: int = 0  # disentangled: log-bucketed relative positions in this many buckets (0: exact)
+    max_relative_positions: int = 0  # disentangled: relative distances span +-this (0: max_length)
+    share_position_keys: bool = False  # disentangled: position keys/queries use the content key/query projections
+    norm_relative_embeddings: bool = False  # disentangled: LayerNorm the relative-position table before use
+    conv_kernel_size: int = 0  # >0: a convolution over the stack's input, added to the first layer's output
+    conv_groups: int = 1
+    conv_activation: str = "tanh"
+    mask_decoder_passes: int = 0  # >0: MLM predictions from the last layer rerun with absolute positions as queries
+    pooler_activation: str = "tanh"  # the [CLS] pooler's activation (DeBERTa: gelu)
     type_vocab_size: int = 2  # 0: no segment embeddings
     embedding_norm: bool = True  # LayerNorm right after the embeddings (BERT)
     tie_embeddings: bool = True
@@ -91,7 +102,7 @@ class ModelConfig(_Section):
         _check_choice("model.arch", self.arch, ("encoder", "encoder_decoder", "decoder"))
         _check_choice("model.norm_kind", self.norm_kind, ("layernorm", "rmsnorm"))
         _check_choice("model.norm_position", self.norm_position, ("pre", "post"))
-        _check_choice("model.position_kind", self.position_kind, ("learned", "relative"))
+        _check_choice("model.position_kind", self.position_kind, ("learned", "relative", "none"))
         _check_choice("model.remat", self.remat, ("none", "minimal", "full"))
         _check_choice("model.dtype", self.dtype, ("float32", "bfloat16"))
         _check_choice("model.init", self.init, ("normal", "fan_in"))
@@ -110,10 +121,16 @@ class ModelConfig(_Section):
             )
         if self.ffn_kind == "moe":
             _check_moe(self)
+        _check_deberta_parts(self)
 
     @property
     def emb_dim(self) -> int:
         return self.embedding_size or self.hidden_size
+
+    @property
+    def relative_terms(self) -> tuple[str, ...]:
+        """model.position_terms as names (comma or | separated, as HF's pos_att_type)."""
+        return tuple(t.strip() for t in self.position_terms.replace("|", ",").split(",") if t.strip())
 
     @property
     def kv_dim(self) -> int:
@@ -305,6 +322,26 @@ def _check_moe(cfg: ModelConfig) -> None:
         )
 
 
+def _check_deberta_parts(cfg: ModelConfig) -> None:
+    """The disentangled-attention, convolution and mask-decoder switches that cannot work together."""
+    if any(t not in ("c2p", "p2c") for t in cfg.relative_terms):
+        raise ConfigError(f"model.position_terms={cfg.position_terms!r} must name c2p and/or p2c")
+    if cfg.position_buckets < 0 or cfg.max_relative_positions < 0:
+        raise ConfigError("model.position_buckets and model.max_relative_positions must be >= 0 (0: off / max_length)")
+    if cfg.conv_kernel_size and (cfg.conv_kernel_size % 2 == 0 or cfg.hidden_size % cfg.conv_groups):
+        raise ConfigError(f"model.conv_kernel_size={cfg.conv_kernel_size} must be odd and model.hidden_size a "
+                          f"multiple of model.conv_groups={cfg.conv_groups}")
+    if cfg.mask_decoder_passes:
+        needs = {"model.position_kind=learned": cfg.position_kind == "learned",
+                 "model.norm_position=post": cfg.norm_position == "post",
+                 "model.embedding_size=0 (or hidden_size)": cfg.emb_dim == cfg.hidden_size,
+                 "model.scan_layers=false": not cfg.scan_layers, "no model.layer_carry": not cfg.layer_carry}
+        missing = [k for k, ok in needs.items() if not ok]
+        if missing:
+            raise ConfigError(f"model.mask_decoder_passes={cfg.mask_decoder_passes} adds absolute position embeddings "
+                              f"to the last layer's input and reruns that layer; it needs {', '.join(missing)}")
+
+
 # ---------------------------------------------------------------- family defaults
 
 
@@ -340,6 +377,19 @@ def electra(**model: Any) -> Config:
     """ELECTRA: a BERT-shaped discriminator (no NSP) trained on replaced-token detection against a small
     masked-LM generator that shares its embeddings (objective.replaced_token_detection.*)."""
     return Config(model=ModelConfig(arch="encoder", **model), objective=ObjectiveConfig(kind="replaced_token_detection"))
+
+
+def deberta(**model: Any) -> Config:
+    """DeBERTa v3: disentangled attention over log-bucketed relative positions (no absolute positions in the input),
+    no segment embeddings, GELU pooler, LayerNorm eps 1e-7; trained on replaced-token detection (v3) or, with
+    model.mask_decoder_passes=2 and a learned position table, on MLM through the enhanced mask decoder (v1/v2)."""
+    family = dict(arch="encoder", vocab_size=128100, attention_kind="disentangled", position_kind="none",
+                  position_buckets=256, share_position_keys=True, norm_relative_embeddings=True, type_vocab_size=0,
+                  norm_eps=1e-7, pooler_activation="gelu")
+    family.update(model)
+    config = Config(model=ModelConfig(**family), objective=ObjectiveConfig(kind="replaced_token_detection"))
+    config.objective.mlm.nsp = False
+    return config
 
 
 def t5(*, v1_1: bool = False, **model: Any) -> Config:

@@ -34,6 +34,7 @@ DEFAULT_RULES: tuple[tuple[str, Any], ...] = (
     ("position", None),
     ("segment", None),
     ("relpos_buckets", None),
+    ("conv", None),
     ("labels", None),
 )
 

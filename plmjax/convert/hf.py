@@ -420,6 +420,8 @@ def config_to_hf(model_type: str, cfg: ModelConfig, head: str | None = None) -> 
 def model_type_for(cfg: ModelConfig) -> str:
     """The HF family a plmjax model exports to when no HF config came with it."""
     if cfg.arch == "encoder":
+        if cfg.attention_kind == "disentangled" or cfg.conv_kernel_size or cfg.pooler_activation != "tanh":
+            return deberta.MODEL_TYPE
         if cfg.shared_layer_groups:  # cross-layer sharing: ALBERT (which refuses what it cannot hold)
             return "albert"
         return "roberta" if cfg.position_offset else "bert"
@@ -555,7 +557,7 @@ def _read_torch(path: pathlib.Path) -> dict[str, np.ndarray]:
 
 # ---------------------------------------------------------------- registry
 
-from plmjax.convert import albert, bert, electra, gpt2, roberta, t5  # noqa: E402  (they use the helpers above)
+from plmjax.convert import albert, bert, deberta, electra, gpt2, roberta, t5  # noqa: E402  (they use the helpers above)
 
 FAMILIES: dict[str, ModuleType] = {"bert": bert, "roberta": roberta, "albert": albert, "electra": electra,
-                                   "t5": t5, "gpt2": gpt2}
+                                   "deberta-v2": deberta, "t5": t5, "gpt2": gpt2}

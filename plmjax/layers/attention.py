@@ -6,7 +6,7 @@ bias the stack built (padding, causal, prefix-LM and relative-position terms), t
 the key mask, and what the stack's shared module computed for it (`Kernel.Shared`, e.g. a relative-embedding
 table made once per stack) — plus the layer carry (state a layer passes to the next). It returns context
 vectors and the carry. Projections, the decoding cache and prefixes stay here, so a new kind writes only a
-kernel. Kernels sow what they attend with into the ATTENTION_WEIGHTS collection, which costs nothing unless
+kernel; a kernel with a `projections` field also gets the query/key/value projection modules (`Projections`). Kernels sow what they attend with into the ATTENTION_WEIGHTS collection, which costs nothing unless
 a model task asks for it (ModelTask.collections).
 """
 
@@ -44,6 +44,16 @@ class AttentionInputs:
         key_mask = None if self.key_mask is None else jnp.pad(self.key_mask, [(0, 0), (length, 0)], constant_values=1)
         bias = None if self.bias is None else jnp.pad(self.bias, [(0, 0)] * 3 + [(length, 0)])
         return self.replace(bias=bias, key_positions=key_positions, key_mask=key_mask)
+
+
+@struct.dataclass
+class Projections:
+    """The attention's query/key/value projection modules, given to a kernel that declares a `projections`
+    field (to project more than the tokens with the same weights, e.g. relative-position embeddings)."""
+
+    query: Any = struct.field(pytree_node=False)
+    key: Any = struct.field(pytree_node=False)
+    value: Any = struct.field(pytree_node=False)
 
 
 def sow_weights(kernel: nn.Module, weights) -> None:
@@ -98,9 +108,8 @@ class Attention(nn.Module):
         project = lambda name, scale=1.0: make_projection(  # noqa: E731
             cfg, (heads, head_dim), ("embed",), ("heads", "kv"), name, init_scale=scale
         )
-        query = project("query", query_init_scale)(inputs_q)
-        key = project("key")(inputs_kv)
-        value = project("value")(inputs_kv)
+        projections = Projections(project("query", query_init_scale), project("key"), project("value"))
+        query, key, value = projections.query(inputs_q), projections.key(inputs_kv), projections.value(inputs_kv)
         if decode:
             key, value = self._extend_cache(key, value)
         if self.self_attention and cfg.kv_prefix:
@@ -112,7 +121,9 @@ class Attention(nn.Module):
         query = nn.with_logical_constraint(query, ("batch", "length", "heads", "kv"))
         key = nn.with_logical_constraint(key, ("batch", "length", "heads", "kv"))
         value = nn.with_logical_constraint(value, ("batch", "length", "heads", "kv"))
-        kernel = kernel_class(cfg)(cfg, causal=self.causal and self.self_attention, name="kernel")
+        kernel_cls = kernel_class(cfg)
+        extra = {"projections": projections} if "projections" in getattr(kernel_cls, "__dataclass_fields__", {}) else {}
+        kernel = kernel_cls(cfg, causal=self.causal and self.self_attention, name="kernel", **extra)
         context, carry = kernel(query, key, value, inputs, carry, deterministic)
         context = nn.with_logical_constraint(context, ("batch", "length", "heads", "kv"))
         return make_projection(cfg, cfg.hidden_size, ("heads", "kv"), ("embed",), "out")(context), carry

@@ -9,8 +9,9 @@ import jax
 import jax.numpy as jnp
 
 from plmjax.config import ConfigError, ModelConfig
-from plmjax.layers import hooks, moe, runtime  # noqa: F401  (moe registers ffn_kind=moe)
+from plmjax.layers import disentangled, hooks, moe, runtime  # noqa: F401  (registers ffn_kind=moe, attention_kind=disentangled)
 from plmjax.layers.attention import AttentionInputs, kernel_class, make_attention
+from plmjax.layers.conv import InputConvolution
 from plmjax.layers.dropout import make_dropout
 from plmjax.layers.ffn import layer_ffn_kind, make_ffn
 from plmjax.layers.gradients import materialize_gradient
@@ -47,7 +48,8 @@ class TransformerLayer(nn.Module):
     """Self-attention, optional cross-attention and FFN, each a residual sublayer, then the carry's step.
 
     Called with `state = (x, carry)`: the hidden states and the layer carry (None without model.layer_carry),
-    which attention kernels and the carry's step may read and replace; returns the new state.
+    which attention kernels and the carry's step may read and replace; returns the new state. With `context`,
+    x are only the queries of self-attention, whose keys and values are `context` (a sequence of x's length).
     """
 
     cfg: ModelConfig
@@ -58,12 +60,15 @@ class TransformerLayer(nn.Module):
 
     @nn.compact
     def __call__(self, state, inputs: AttentionInputs, cross_inputs: AttentionInputs | None = None, encoded=None,
-                 deterministic: bool = True, decode: bool = False):
+                 deterministic: bool = True, decode: bool = False, context=None):
         cfg = self.cfg
         x, carry = state
         attention = make_attention(cfg, "self_attention", causal=self.causal)
-        x, carry = self._residual("self_attention", lambda h, c: attention(h, h, inputs, c, deterministic, decode),
-                                  x, carry, deterministic)
+        norm = make_norm(cfg, name="self_attention_norm") if cfg.norm_position == "pre" else None
+        keys = (lambda h: h) if context is None else (lambda h: context if norm is None else norm(context))
+        x, carry = self._residual(
+            "self_attention", lambda h, c: attention(h, keys(h), inputs, c, deterministic, decode), x, carry,
+            deterministic, norm)
         if self.cross_attention:
             cross = make_attention(cfg, "cross_attention", self_attention=False)
             x, carry = self._residual("cross_attention",
@@ -79,11 +84,11 @@ class TransformerLayer(nn.Module):
         self.sow("intermediates", "output", x)
         return ((x, carry), None) if self.scanned else (x, carry)
 
-    def _residual(self, name: str, sublayer: Callable, x, carry, deterministic: bool):
+    def _residual(self, name: str, sublayer: Callable, x, carry, deterministic: bool, norm=None):
         """Pre-norm: x + f(norm(x)); post-norm: norm(x + f(x)); an adapter may edit f's output. f(h, carry) ->
         (y, carry)."""
         cfg = self.cfg
-        norm = make_norm(cfg, name=f"{name}_norm")
+        norm = norm or make_norm(cfg, name=f"{name}_norm")
         y, carry = sublayer(norm(x) if cfg.norm_position == "pre" else x, carry)
         y = make_dropout(cfg)(y, deterministic=deterministic)
         if cfg.residual_adapter:
@@ -120,10 +125,13 @@ class TransformerStack(nn.Module):
         deterministic: bool = True,
         decode: bool = False,
         decode_length: int | None = None,
+        revisit: Callable | None = None,
     ):
         """x: [batch, length, embed]; mask: [batch, length] (1 = real token); positions: [batch, length].
 
-        In `decode` mode keys come from the cache of size `decode_length` and `mask` is ignored.
+        In `decode` mode keys come from the cache of size `decode_length` and `mask` is ignored. With
+        `revisit(layer, hidden, args)`, the stack returns (x, what revisit returned): it is called with the last
+        layer's module, that layer's input and the layer arguments, to run the last layer again on other queries.
         """
         cfg = self.cfg
         batch, length = x.shape[:2]
@@ -155,8 +163,9 @@ class TransformerStack(nn.Module):
         state = (x, carry)
 
         if cfg.scan_layers:
-            if cfg.shared_layer_groups or cfg.hidden_hook:
-                raise ConfigError("model.scan_layers cannot be combined with shared_layer_groups or hidden_hook")
+            if cfg.shared_layer_groups or cfg.hidden_hook or cfg.conv_kernel_size or revisit is not None:
+                raise ConfigError("model.scan_layers cannot be combined with shared_layer_groups, hidden_hook, "
+                                  "conv_kernel_size or mask_decoder_passes")
             scanned = nn.scan(
                 self._layer_class(),
                 variable_axes={True: 0},  # every collection (params, cache, sown values) gets a layer axis
@@ -177,8 +186,13 @@ class TransformerStack(nn.Module):
             hook = None
             if cfg.hidden_hook:
                 hook = hooks.lookup(hooks.HIDDEN_HOOKS, "model.hidden_hook", cfg.hidden_hook)(cfg, name="hidden_hook")
+            conv = InputConvolution(cfg, name="conv") if cfg.conv_kernel_size else None
             for i in range(self.num_layers):
+                previous = state[0]
                 state = layers[i % groups](state, *args)
+                if i == 0 and conv is not None:
+                    real = jnp.ones(x.shape[:2], bool) if mask is None else mask
+                    state = (conv(x, state[0], real, deterministic), state[1])
                 if hook is not None:
                     x, new_mask = hook(state[0], mask, i, deterministic)
                     state = (x, state[1])
@@ -190,4 +204,6 @@ class TransformerStack(nn.Module):
         if cfg.norm_position == "pre":
             x = make_norm(cfg, name="final_norm")(x)
             x = make_dropout(cfg)(x, deterministic=deterministic)
+        if revisit is not None:
+            return x, revisit(layers[(self.num_layers - 1) % groups], previous, args)
         return x

@@ -60,10 +60,8 @@ class InputEmbedder(nn.Module):
         (for a model that shares these embeddings at another width)."""
         cfg = self.cfg
         x = self.token(ids)
-        if cfg.position_kind == "learned":
-            if positions is None:
-                positions = jnp.arange(ids.shape[-1])[None, :]
-            x = x + self.position(positions + cfg.position_offset)
+        if cfg.position_kind == "learned" and cfg.position_input:
+            x = x + self.absolute_positions(ids.shape[-1], positions)
         if cfg.type_vocab_size:  # one type (RoBERTa): every token has it, pairs' second segments too
             x = x + self.segment(jnp.zeros_like(ids) if segment_ids is None or cfg.type_vocab_size == 1
                                  else segment_ids)
@@ -73,6 +71,12 @@ class InputEmbedder(nn.Module):
         if project and cfg.emb_dim != cfg.hidden_size:
             x = self.projection(x)
         return nn.with_logical_constraint(x, ("batch", "length", "embed"))
+
+    def absolute_positions(self, length: int, positions=None):
+        """The learned position embeddings [1|batch, length, emb] (positions default to 0..length-1)."""
+        if positions is None:
+            positions = jnp.arange(length)[None, :]
+        return self.position(positions + self.cfg.position_offset)
 
     def attend(self, x):
         """Logits over the vocabulary from the token table (a tied output head)."""

@@ -64,7 +64,7 @@ class ReplacedTokenDetection(nn.Module):
         input_ids = jnp.asarray(input_ids)
         if attention_mask is None:
             attention_mask = input_ids != self.cfg.pad_token_id
-        hidden = self.generator(input_ids, segment_ids, attention_mask, deterministic)
+        _, hidden = self.generator.masked_lm_states(input_ids, segment_ids, attention_mask, deterministic)
         logits = self.generator_head(gather_positions(hidden, masked_positions), self.encoder.embedder)
         # No gradient through the sample: the discriminator's loss does not train the generator.
         sampled = jax.random.categorical(self.make_rng("sample"), jax.lax.stop_gradient(logits) / self.temperature)

@@ -31,14 +31,38 @@ class Encoder(nn.Module):
             self.projection = make_projection(cfg, cfg.hidden_size, ("embed",), ("hidden",), "projection")
         self.stack = TransformerStack(cfg, cfg.num_layers, causal=False)
 
-    def __call__(self, input_ids, segment_ids=None, attention_mask=None, deterministic: bool = True):
+    def __call__(self, input_ids, segment_ids=None, attention_mask=None, deterministic: bool = True,
+                 mask_decoder: bool = False):
+        """Hidden states; with `mask_decoder`, (hidden states, the mask decoder's states for MLM predictions)."""
         cfg, own = self.cfg, self.shared_embedder is None
         if attention_mask is None:
             attention_mask = input_ids != cfg.pad_token_id
         x = self.embedder(input_ids, segment_ids=segment_ids, deterministic=deterministic, project=own)
         if not own and cfg.emb_dim != cfg.hidden_size:
             x = self.projection(x)
-        return self.stack(x, mask=attention_mask, deterministic=deterministic)
+        revisit = enhanced_mask_decoder(cfg, self.embedder) if mask_decoder else None
+        return self.stack(x, mask=attention_mask, deterministic=deterministic, revisit=revisit)
+
+    def masked_lm_states(self, input_ids, segment_ids=None, attention_mask=None, deterministic: bool = True):
+        """(hidden states, the states MLM predictions read: the mask decoder's when model.mask_decoder_passes)."""
+        if self.cfg.mask_decoder_passes:
+            return self(input_ids, segment_ids, attention_mask, deterministic, mask_decoder=True)
+        hidden = self(input_ids, segment_ids, attention_mask, deterministic)
+        return hidden, hidden
+
+
+def enhanced_mask_decoder(cfg: ModelConfig, embedder):
+    """DeBERTa's enhanced mask decoder, as the stack's `revisit`: queries = the last layer's input plus absolute
+    position embeddings, run through the last layer (its weights) model.mask_decoder_passes times, attending over
+    that input; absolute positions reach the MLM predictions only this way."""
+
+    def revisit(layer, hidden, args):
+        queries = hidden + embedder.absolute_positions(hidden.shape[1]).astype(hidden.dtype)
+        for _ in range(cfg.mask_decoder_passes):
+            queries, _ = layer((queries, None), *args, hidden)
+        return queries
+
+    return revisit
 
 
 def gather_positions(x, positions):
@@ -60,6 +84,18 @@ class EncoderModel(nn.Module):
         return {"hidden": hidden, "pooled": self.pooler(hidden)}
 
 
+class EncoderStates(nn.Module):
+    """The encoder's hidden states alone, without a pooler (HF's DebertaV2Model)."""
+
+    cfg: ModelConfig
+
+    def setup(self):
+        self.encoder = Encoder(self.cfg)
+
+    def __call__(self, input_ids, segment_ids=None, attention_mask=None, deterministic: bool = True):
+        return {"hidden": self.encoder(input_ids, segment_ids, attention_mask, deterministic)}
+
+
 class EncoderForPretraining(nn.Module):
     """MLM logits (all positions, or only `masked_positions`) and the sentence-pair logits ('nsp_head': next-sentence
     prediction, or ALBERT's sentence-order prediction)."""
@@ -74,8 +110,8 @@ class EncoderForPretraining(nn.Module):
 
     def __call__(self, input_ids, segment_ids=None, attention_mask=None, masked_positions=None,
                  deterministic: bool = True):
-        hidden = self.encoder(input_ids, segment_ids, attention_mask, deterministic)
-        selected = hidden if masked_positions is None else gather_positions(hidden, masked_positions)
+        hidden, states = self.encoder.masked_lm_states(input_ids, segment_ids, attention_mask, deterministic)
+        selected = states if masked_positions is None else gather_positions(states, masked_positions)
         return {
             "hidden": hidden,
             "mlm_logits": self.mlm_head(selected, self.encoder.embedder),
@@ -95,8 +131,8 @@ class EncoderForMaskedLM(nn.Module):
 
     def __call__(self, input_ids, segment_ids=None, attention_mask=None, masked_positions=None,
                  deterministic: bool = True):
-        hidden = self.encoder(input_ids, segment_ids, attention_mask, deterministic)
-        selected = hidden if masked_positions is None else gather_positions(hidden, masked_positions)
+        hidden, states = self.encoder.masked_lm_states(input_ids, segment_ids, attention_mask, deterministic)
+        selected = states if masked_positions is None else gather_positions(states, masked_positions)
         return {"hidden": hidden, "mlm_logits": self.mlm_head(selected, self.encoder.embedder)}
 
 
@@ -170,4 +206,5 @@ HEADS = {
     "token_classification": EncoderForTokenClassification,
     "span_extraction": EncoderForSpanExtraction,
     "none": EncoderModel,
+    "encoder": EncoderStates,
 }

@@ -62,10 +62,12 @@ class TokenDetectionHead(nn.Module):
 
 
 class Pooler(nn.Module):
-    """tanh(W h_[CLS] + b): the sentence vector under NSP and classification heads."""
+    """act(W h_[CLS] + b), tanh by default (DeBERTa: gelu): the sentence vector under NSP and classification heads."""
 
     cfg: ModelConfig
 
     @nn.compact
     def __call__(self, x):
-        return jnp.tanh(make_projection(self.cfg, self.cfg.hidden_size, ("embed",), ("hidden",), "dense")(x[:, 0]))
+        cfg = self.cfg
+        dense = make_projection(cfg, cfg.hidden_size, ("embed",), ("hidden",), "dense")
+        return activations.make(cfg.pooler_activation)(dense(x[:, 0]))

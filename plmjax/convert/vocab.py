@@ -1,11 +1,14 @@
 """The vocabulary a release ships -> the plmjax Tokenizer its converted checkpoint uses.
 
 Read, in order of preference: an HF `tokenizer.json` (any WordPiece, BPE or Unigram one), a
-BERT `vocab.txt` (Google's TF1 releases and old HF ones), or an ALBERT release's SentencePiece
+BERT `vocab.txt` (Google's TF1 releases and old HF ones), an ALBERT release's SentencePiece
 `spiece.model`, rebuilt as the tokenizer.json transformers' AlbertTokenizer makes of it (a T5
-release's spiece.model is read as it is instead, with its sentinels). A released tokenizer.json may
+release's spiece.model is read as it is instead, with its sentinels), or a DeBERTa v2/v3 release's
+SentencePiece `spm.model`, rebuilt as transformers 5's DebertaV2Tokenizer makes it (with the release's
+tokenizer_config.json do_lower_case, split_by_punct and add_prefix_space). A released tokenizer.json may
 fix a padding length or truncation for its original pipeline; both are removed, since plmjax pads
-and truncates its own batches.
+and truncates its own batches. An ALBERT or DeBERTa vocabulary without [CLS] [SEP] [MASK] is refused, and
+so is a DeBERTa spm.model lacking one of the [PAD] [CLS] [SEP] [UNK] pieces DeBERTa's own hold.
 """
 
 from __future__ import annotations
@@ -29,12 +32,16 @@ def release_tokenizer(directory: str | pathlib.Path) -> Tokenizer | None:
         hf = wordpiece_from_vocab(directory / "vocab.txt", lowercase=_lowercase(directory))
     elif (directory / "spiece.model").is_file() and _model_type(directory) == "albert":
         hf = albert_from_spm(directory / "spiece.model", **_albert_options(directory))
+    elif (directory / "spm.model").is_file() and _model_type(directory) == "deberta-v2":
+        hf = deberta_from_spm(directory / "spm.model", **_deberta_options(directory))
+        _check_specials(hf, directory, "DeBERTa", own_pieces=("[PAD]", "[CLS]", "[SEP]", "[UNK]"))
     else:
         return None
     hf.no_padding()
     hf.no_truncation()
-    if _model_type(directory) == "albert":
-        _check_albert(hf, directory)
+    family = {"albert": "ALBERT", "deberta-v2": "DeBERTa"}.get(_model_type(directory))
+    if family:
+        _check_specials(hf, directory, family)
     return Tokenizer(hf)
 
 
@@ -75,6 +82,11 @@ def wordpiece_from_vocab(path: str | pathlib.Path, lowercase: bool = True) -> to
 # ALBERT's special tokens, in its SentencePiece models' id order; the MLM objective and fine-tuning
 # frame sequences with [CLS] ... [SEP] and mask with [MASK].
 ALBERT_SPECIALS = ("<pad>", "<unk>", "[CLS]", "[SEP]", "[MASK]")
+# DeBERTa v2/v3's special tokens, in the order transformers appends those a SentencePiece model lacks (its
+# bos, eos, unk, sep, pad, cls, mask attributes). DeBERTa's spm.model holds [PAD]=0 [CLS]=1 [SEP]=2 [UNK]=3
+# and no [MASK], which comes right after its pieces.
+DEBERTA_SPECIALS = ("[CLS]", "[SEP]", "[UNK]", "[PAD]", "[MASK]")
+_FRAMING = ("[CLS]", "[SEP]", "[MASK]")  # what masked-LM training and fine-tuning frame and mask sequences with
 
 
 def _albert_options(directory: pathlib.Path) -> dict[str, bool]:
@@ -84,11 +96,71 @@ def _albert_options(directory: pathlib.Path) -> dict[str, bool]:
             "keep_accents": bool(config.get("keep_accents", False))}
 
 
-def _check_albert(hf: tokenizers.Tokenizer, directory: pathlib.Path) -> None:
-    missing = [token for token in ALBERT_SPECIALS[2:] if hf.token_to_id(token) is None]
+def _deberta_options(directory: pathlib.Path) -> dict[str, bool]:
+    """DebertaV2Tokenizer's options from tokenizer_config.json; its defaults (cased, no punctuation split, a
+    ▁ before every chunk) otherwise."""
+    config = _tokenizer_config(directory)
+    return {"lowercase": bool(config.get("do_lower_case", False)),
+            "split_by_punct": bool(config.get("split_by_punct", False)),
+            "add_prefix_space": bool(config.get("add_prefix_space", True))}
+
+
+def _check_specials(hf: tokenizers.Tokenizer, directory: pathlib.Path, family: str,
+                    own_pieces: tuple[str, ...] = ()) -> None:
+    """Refuse a `family` tokenizer without [CLS] [SEP] [MASK], or whose `own_pieces` are not pieces of its
+    model but tokens appended after them."""
+    missing = [token for token in _FRAMING if hf.token_to_id(token) is None]
     if missing:
-        raise ValueError(f"the ALBERT tokenizer in {str(directory)!r} lacks the special tokens {missing} "
+        raise ValueError(f"the {family} tokenizer in {str(directory)!r} lacks the special tokens {missing} "
                          "that masked-LM training and fine-tuning frame and mask sequences with")
+    pieces = hf.get_vocab_size(with_added_tokens=False)
+    appended = [token for token in own_pieces if (hf.token_to_id(token) or 0) >= pieces]
+    if appended:
+        raise ValueError(
+            f"the {family} SentencePiece model in {str(directory)!r} lacks the special tokens {appended} among its "
+            f"pieces ({family}'s own hold {' '.join(own_pieces)}): appended after the pieces, as transformers "
+            "would, their ids need not be those the checkpoint was trained with")
+
+
+def _spm_proto(path: str | pathlib.Path, family: str):
+    """The unigram SentencePiece model at `path` as its protobuf; reading it needs the sentencepiece and protobuf
+    packages (plmjax's `data` extra)."""
+    try:
+        from sentencepiece import sentencepiece_model_pb2
+    except ImportError as e:
+        raise ValueError(
+            f"building a tokenizer.json from the {family} SentencePiece model {str(path)!r} needs the sentencepiece "
+            f"and protobuf packages (pip install 'plmjax[data]'), or ship the release's tokenizer.json ({e})"
+        ) from None
+    proto = sentencepiece_model_pb2.ModelProto()
+    try:
+        proto.ParseFromString(pathlib.Path(path).read_bytes())
+    except Exception as e:  # noqa: BLE001 - protobuf's DecodeError and friends: not a SentencePiece model
+        raise ValueError(f"{str(path)!r} is not a SentencePiece model: {e}") from None
+    if proto.trainer_spec.model_type != proto.trainer_spec.UNIGRAM:
+        raise ValueError(f"{str(path)!r} is not a unigram SentencePiece model, as {family}'s are")
+    return proto
+
+
+def _spm_unigram(proto, unk_id: int) -> tokenizers.Tokenizer:
+    """The model's pieces and scores as a Unigram model."""
+    return tokenizers.Tokenizer(models.Unigram([(p.piece, p.score) for p in proto.pieces],
+                                               unk_id=unk_id, byte_fallback=False))
+
+
+def _add_spm_tokens(hf: tokenizers.Tokenizer, proto, special: list[str]) -> None:
+    """As transformers: `special` are special tokens (a name that is not a piece gets the next free id, in
+    order), the model's other user-defined pieces plain added tokens; all matched on the raw text."""
+    hf.add_special_tokens([tokenizers.AddedToken(t, normalized=False, special=True) for t in special])
+    hf.add_tokens([tokenizers.AddedToken(p.piece, normalized=False) for p in proto.pieces
+                   if p.type == proto.SentencePiece.USER_DEFINED and p.piece not in special])
+
+
+def _cls_sep_framing(cls_id: int, sep_id: int) -> processors.TemplateProcessing:
+    """[CLS] A [SEP], and [CLS] A [SEP] B [SEP] with B's part (its [SEP] too) in segment 1."""
+    return processors.TemplateProcessing(
+        single="[CLS]:0 $A:0 [SEP]:0", pair="[CLS]:0 $A:0 [SEP]:0 $B:1 [SEP]:1",
+        special_tokens=[("[CLS]", cls_id), ("[SEP]", sep_id)])
 
 
 def albert_from_spm(path: str | pathlib.Path, lowercase: bool = True,
@@ -98,22 +170,8 @@ def albert_from_spm(path: str | pathlib.Path, lowercase: bool = True,
     `keep_accents`), lowercasing and the model's own normalization (its precompiled charsmap); whitespace
     split with a ▁ prefix; [CLS] text [SEP] framing. Reading the model file needs the sentencepiece and
     protobuf packages (plmjax's `data` extra)."""
-    try:
-        from sentencepiece import sentencepiece_model_pb2
-    except ImportError as e:
-        raise ValueError(
-            f"building a tokenizer.json from the ALBERT SentencePiece model {str(path)!r} needs the sentencepiece "
-            f"and protobuf packages (pip install 'plmjax[data]'), or ship the release's tokenizer.json ({e})"
-        ) from None
-    proto = sentencepiece_model_pb2.ModelProto()
-    try:
-        proto.ParseFromString(pathlib.Path(path).read_bytes())
-    except Exception as e:  # noqa: BLE001 - protobuf's DecodeError and friends: not a SentencePiece model
-        raise ValueError(f"{str(path)!r} is not a SentencePiece model: {e}") from None
-    if proto.trainer_spec.model_type != proto.trainer_spec.UNIGRAM:
-        raise ValueError(f"{str(path)!r} is not a unigram SentencePiece model, as ALBERT's are")
-    hf = tokenizers.Tokenizer(models.Unigram([(p.piece, p.score) for p in proto.pieces],
-                                             unk_id=proto.trainer_spec.unk_id, byte_fallback=False))
+    proto = _spm_proto(path, "ALBERT")
+    hf = _spm_unigram(proto, proto.trainer_spec.unk_id)
     steps = [normalizers.Replace("``", '"'), normalizers.Replace("''", '"')]
     if not keep_accents:
         steps += [normalizers.NFKD(), normalizers.StripAccents()]
@@ -127,15 +185,40 @@ def albert_from_spm(path: str | pathlib.Path, lowercase: bool = True,
     hf.decoder = decoders.Metaspace(replacement="▁", prepend_scheme="always")
     vocab = {p.piece: i for i, p in enumerate(proto.pieces)}
     if "[CLS]" in vocab and "[SEP]" in vocab:
-        hf.post_processor = processors.TemplateProcessing(
-            single="[CLS]:0 $A:0 [SEP]:0", pair="[CLS]:0 $A:0 [SEP]:0 $B:1 [SEP]:1",
-            special_tokens=[("[CLS]", vocab["[CLS]"]), ("[SEP]", vocab["[SEP]"])])
-    # As transformers: control pieces and ALBERT's named specials are special tokens, other user-defined
-    # pieces plain added tokens; all matched on the raw text.
+        hf.post_processor = _cls_sep_framing(vocab["[CLS]"], vocab["[SEP]"])
+    # control pieces and ALBERT's named specials are special tokens
     kinds = proto.SentencePiece
-    special = [p.piece for p in proto.pieces
-               if p.type in (kinds.CONTROL, kinds.UNKNOWN) or p.piece in ALBERT_SPECIALS]
-    hf.add_special_tokens([tokenizers.AddedToken(t, normalized=False, special=True) for t in special])
-    hf.add_tokens([tokenizers.AddedToken(p.piece, normalized=False) for p in proto.pieces
-                   if p.type == kinds.USER_DEFINED and p.piece not in special])
+    _add_spm_tokens(hf, proto, [p.piece for p in proto.pieces
+                                if p.type in (kinds.CONTROL, kinds.UNKNOWN) or p.piece in ALBERT_SPECIALS])
+    return hf
+
+
+def deberta_from_spm(path: str | pathlib.Path, lowercase: bool = False, split_by_punct: bool = False,
+                     add_prefix_space: bool = True) -> tokenizers.Tokenizer:
+    """The tokenizer transformers 5's DebertaV2Tokenizer builds from a DeBERTa v2/v3 spm.model: the model's
+    pieces and scores as a Unigram model, its unk the piece [UNK] if scored 0 (DeBERTa's) and the model's
+    unk_id otherwise; lowercasing (`lowercase`), whitespace runs, newlines, tabs -> one space, NFC and trailing
+    whitespace stripped -- not the model's own normalization (its precompiled charsmap), which transformers 5
+    leaves out; punctuation isolated (`split_by_punct`); split at spaces, each chunk with a ▁ prefix
+    (`add_prefix_space`; else only the text's first); [CLS] text [SEP] framing. The model's control pieces and
+    [CLS] [SEP] [UNK] [PAD] [MASK] are special tokens, those of them the model lacks appended after its pieces
+    (DeBERTa v3's [MASK]). Reading the model file needs the sentencepiece and protobuf packages."""
+    proto = _spm_proto(path, "DeBERTa")
+    unk_id = next((i for i, p in enumerate(proto.pieces) if (p.piece, p.score) == ("[UNK]", 0.0)),
+                  proto.trainer_spec.unk_id)
+    hf = _spm_unigram(proto, unk_id)
+    steps = [normalizers.Lowercase()] if lowercase else []
+    steps += [normalizers.Replace(tokenizers.Regex(r"\s{2,}|[\n\r\t]"), " "), normalizers.NFC(),
+              normalizers.Strip(left=False, right=True)]
+    hf.normalizer = normalizers.Sequence(steps)
+    prepend_scheme = "always" if add_prefix_space else "first"
+    splits = [pre_tokenizers.Punctuation(behavior="isolated")] if split_by_punct else []
+    hf.pre_tokenizer = pre_tokenizers.Sequence(
+        splits + [pre_tokenizers.Metaspace(replacement="▁", prepend_scheme=prepend_scheme)])
+    hf.decoder = decoders.Metaspace(replacement="▁", prepend_scheme=prepend_scheme)
+    pieces = {p.piece for p in proto.pieces}
+    _add_spm_tokens(hf, proto, [p.piece for p in proto.pieces
+                                if p.type == proto.SentencePiece.CONTROL or p.piece in DEBERTA_SPECIALS]
+                    + [t for t in DEBERTA_SPECIALS if t not in pieces])
+    hf.post_processor = _cls_sep_framing(hf.token_to_id("[CLS]"), hf.token_to_id("[SEP]"))
     return hf

@@ -29,10 +29,12 @@ SPECIAL_TOKENS = {
 # A byte BPE for masked-LM encoders, in RoBERTa's id order (pad 1, so learned positions start at 2).
 ENCODER_BPE_TOKENS = {"cls": "<s>", "pad": "<pad>", "sep": "</s>", "unk": "<unk>", "mask": "<mask>"}
 # Names that give a role in any kind, tried after the kind's own: RoBERTa's <s> </s> <mask>, ALBERT's
-# [CLS] [SEP] [MASK], T5's </s>, and GPT-2's single <|endoftext|>, which HF also makes its unk and, by
-# convention, its pad. A tokenizer with no end-of-sequence token of its own ends sequences with its separator.
-RELEASED_NAMES = {"eos": ("</s>", "<|endoftext|>"), "pad": ("<|endoftext|>",), "unk": ("<|endoftext|>",),
-                  "cls": ("[CLS]", "<s>"), "sep": ("[SEP]", "</s>"), "mask": ("[MASK]", "<mask>")}
+# [CLS] [SEP] [MASK], T5's </s>, GPT-2's single <|endoftext|>, which HF also makes its unk and, by
+# convention, its pad, and DeBERTa v2/v3's SentencePiece [PAD] [UNK]. A tokenizer with no end-of-sequence token
+# of its own ends sequences with its separator.
+RELEASED_NAMES = {"eos": ("</s>", "<|endoftext|>"), "pad": ("<|endoftext|>", "[PAD]"),
+                  "unk": ("<|endoftext|>", "[UNK]"), "cls": ("[CLS]", "<s>"), "sep": ("[SEP]", "</s>"),
+                  "mask": ("[MASK]", "<mask>")}
 _MODEL_KINDS = {"WordPiece": "wordpiece", "BPE": "bpe", "Unigram": "unigram"}
 
 

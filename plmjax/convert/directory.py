@@ -26,6 +26,7 @@ import numpy as np
 from plmjax.config import Config, ConfigError, apply_overrides, from_dict, to_dict
 from plmjax.data import pipeline
 from plmjax.data.tokenizer import Tokenizer
+from plmjax.layers.embeddings import fold_deltas
 
 PARAMS, CONFIG, TOKENIZER, HF_CONFIG = "params", "config.json", "tokenizer.json", "hf_config.json"
 
@@ -235,7 +236,8 @@ def load(directory: str, overrides: list[str] | tuple[str, ...] = ()) -> Loaded:
     if trains_a_head(directory, config):
         params, step = restore_params(directory, abstract_params(config.model, head_name),
                                       fresh=lambda: fresh_params(config, head_name))
-    else:
+    else:  # the task's whole model; what models started from it read by path has the embedding deltas folded in
         params, step = restore_task_params(directory, config)
+        params = fold_deltas(params)
     return Loaded(config, head_name, params, tokenizer, step)
 

@@ -83,7 +83,9 @@ def export_hf(source: str, out: str, overrides: list[str] | tuple[str, ...] = ()
 
     An ELECTRA training run (its model task ReplacedTokenDetection) holds two models: its discriminator is
     written to `out` (ElectraForPreTraining), its generator to `out`/generator (ElectraForMaskedLM), each
-    with its own copy of the embeddings they share."""
+    with its own copy of the embeddings they share. A DeBERTa v3 run's discriminator is written as a
+    DebertaV2Model (HF has no class for its detection head, which is left out) with its embedding deltas folded
+    in, its generator as a DebertaV2ForMaskedLM."""
     config = directory.read_config(source, overrides)
     if _is_replaced_token_detection_run(source, config):
         return _export_electra_run(source, out, config)
@@ -144,8 +146,12 @@ def _export_electra_run(source: str, out: str, config: Config) -> str:
     params, _ = directory.restore_task_params(source, config)
     discriminator, generator = electra.split_generator(params)
     generator_cfg = electra.generator_config(config.model, config.objective.replaced_token_detection)
-    models = [hf_model("electra", config.model, "replaced_token_detection", discriminator),
-              hf_model("electra", generator_cfg, "masked_lm", generator)]  # both checked before either is written
+    model_type = "deberta-v2" if hf.model_type_for(config.model) == "deberta-v2" else "electra"
+    head = {"electra": "replaced_token_detection", "deberta-v2": "encoder"}[model_type]
+    if head == "encoder":
+        discriminator = {"encoder": discriminator["encoder"]}
+    models = [hf_model(model_type, config.model, head, discriminator),
+              hf_model(model_type, generator_cfg, "masked_lm", generator)]  # both checked before either is written
     for path, model in zip((out, os.path.join(out, GENERATOR)), models):
         write_hf(path, *model, _vocab_path(source, config))
-    return "electra"
+    return model_type

@@ -2,7 +2,7 @@
 from its softmax, and the discriminator, the model that is kept, tells every token original or replaced.
 
 Parameters: 'encoder' and 'discriminator_head' are the discriminator (HF's ElectraForPreTraining; fine-tuning
-reads 'encoder' like any encoder's); 'generator' (its stack, plus its own projection when it is narrower than the
+reads 'encoder' like any encoder's, with DeBERTa v3's embedding deltas folded in: `fold_deltas`); 'generator' (its stack, plus its own projection when it is narrower than the
 embeddings) and 'generator_head' are the generator, which reads the discriminator's token, position and segment
 tables and their norm (HF's ElectraForMaskedLM once split off: `split_generator`).
 """
@@ -17,6 +17,7 @@ import jax.numpy as jnp
 import optax
 
 from plmjax.config import ConfigError, ModelConfig
+from plmjax.layers.embeddings import fold_deltas
 from plmjax.models.encoder import Encoder, gather_positions
 from plmjax.models.heads import MaskedLMHead, TokenDetectionHead
 from plmjax.models.losses import weighted_cross_entropy
@@ -52,9 +53,10 @@ class ReplacedTokenDetection(nn.Module):
     cfg: ModelConfig
     generator_cfg: ModelConfig
     temperature: float = 1.0
+    disentangled_sharing: bool = False  # the discriminator trains deltas on the shared tables, not the tables (GDES)
 
     def setup(self):
-        self.encoder = Encoder(self.cfg)
+        self.encoder = Encoder(self.cfg, embedding_deltas=self.disentangled_sharing)
         self.discriminator_head = TokenDetectionHead(self.cfg)
         self.generator = Encoder(self.generator_cfg, shared_embedder=self.encoder.embedder)
         self.generator_head = MaskedLMHead(self.generator_cfg)
@@ -95,7 +97,8 @@ class ReplacedTokenDetectionTask(ModelTask):
         return cls(config.model, config.objective.replaced_token_detection)
 
     def make_module(self, cfg):
-        return ReplacedTokenDetection(cfg, self.generator_cfg, self.options.temperature)
+        return ReplacedTokenDetection(cfg, self.generator_cfg, self.options.temperature,
+                                      self.options.embedding_sharing == "gdes")
 
     def model_inputs(self, batch):
         return dict(input_ids=batch["input_ids"], segment_ids=batch.get("segment_ids"),
@@ -138,12 +141,13 @@ class ReplacedTokenDetectionTask(ModelTask):
 
 def split_generator(params) -> tuple[dict, dict]:
     """(discriminator, generator) parameter trees of an ELECTRA run: EncoderForTokenDetection's and
-    EncoderForMaskedLM's (the generator given a copy of the shared embeddings)."""
+    EncoderForMaskedLM's (the generator given a copy of the shared embeddings; the discriminator its tables plus
+    its deltas under GDES)."""
     params = dict(params)
-    embedder = dict(params["encoder"]["embedder"])
+    embedder = {k: v for k, v in params["encoder"]["embedder"].items() if not k.endswith("_delta")}
     embedder.pop("projection", None)
     generator = dict(params["generator"])
     if "projection" in generator:
         embedder["projection"] = generator.pop("projection")
-    discriminator = {"encoder": params["encoder"], "discriminator_head": params["discriminator_head"]}
+    discriminator = {"encoder": fold_deltas(params["encoder"]), "discriminator_head": params["discriminator_head"]}
     return discriminator, {"encoder": {"embedder": embedder, **generator}, "mlm_head": params["generator_head"]}

@@ -18,15 +18,18 @@ class Encoder(nn.Module):
 
     With `shared_embedder` (ELECTRA's generator) the token, position and segment tables and their norm are
     another model's; this encoder keeps its own embedding -> hidden projection ('projection') when its width
-    differs from the embeddings'.
+    differs from the embeddings'. With `embedding_deltas` it reads its own tables through zero-initialised
+    deltas and trains only those (DeBERTa v3's discriminator beside a generator that shares the tables).
     """
 
     cfg: ModelConfig
     shared_embedder: nn.Module | None = None
+    embedding_deltas: bool = False
 
     def setup(self):
         cfg = self.cfg
-        self.embedder = InputEmbedder(cfg) if self.shared_embedder is None else self.shared_embedder
+        self.embedder = (InputEmbedder(cfg, deltas=self.embedding_deltas) if self.shared_embedder is None
+                         else self.shared_embedder)
         if self.shared_embedder is not None and cfg.emb_dim != cfg.hidden_size:
             self.projection = make_projection(cfg, cfg.hidden_size, ("embed",), ("hidden",), "projection")
         self.stack = TransformerStack(cfg, cfg.num_layers, causal=False)
@@ -37,7 +40,8 @@ class Encoder(nn.Module):
         cfg, own = self.cfg, self.shared_embedder is None
         if attention_mask is None:
             attention_mask = input_ids != cfg.pad_token_id
-        x = self.embedder(input_ids, segment_ids=segment_ids, deterministic=deterministic, project=own)
+        x = self.embedder(input_ids, segment_ids=segment_ids, deterministic=deterministic, project=own,
+                          detached=self.embedding_deltas)
         if not own and cfg.emb_dim != cfg.hidden_size:
             x = self.projection(x)
         revisit = enhanced_mask_decoder(cfg, self.embedder) if mask_decoder else None

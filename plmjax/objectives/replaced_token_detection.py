@@ -28,12 +28,18 @@ class ReplacedTokenDetectionOptions:
     generator_mlp_dim: int = 0  # 0: 4 x generator_hidden_size
     generator_num_layers: int = 0  # 0: model.num_layers
     full_sentences: bool = False  # rows of whole sentences packed across documents (else one document's)
+    # shared: both losses train the shared embeddings (ELECTRA); gdes: the discriminator reads them through its own
+    # zero-initialised deltas and its loss trains only those (DeBERTa v3's gradient-disentangled embedding sharing)
+    embedding_sharing: str = "shared"
 
     def __post_init__(self):
         check_masking("replaced_token_detection", self)
         for key in ("discriminator_weight", "temperature"):
             if getattr(self, key) <= 0:
                 raise ConfigError(f"objective.replaced_token_detection.{key}={getattr(self, key)} must be > 0")
+        if self.embedding_sharing not in ("shared", "gdes"):
+            raise ConfigError(f"objective.replaced_token_detection.embedding_sharing={self.embedding_sharing!r} "
+                              "must be shared or gdes")
         for key in ("generator_hidden_size", "generator_num_heads", "generator_mlp_dim", "generator_num_layers"):
             if getattr(self, key) < 0:
                 raise ConfigError(f"objective.replaced_token_detection.{key}={getattr(self, key)} must be >= 0 "

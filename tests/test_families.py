@@ -275,7 +275,16 @@ QUICK = ["train.log_every=1", "train.eval_every=0", "train.eval_steps=1", "train
          "optimizer.warmup_steps=2", "model.vocab_size=600", "model.hidden_size=32", "model.mlp_dim=64",
          "data.batch_size=8", "data.seq_length=48", "model.max_length=48", "train.num_steps=16"]
 SHAPES = {"roberta_tiny": ["model.max_length=50"],
-          "albert_tiny": ["model.embedding_size=16", "optimizer.learning_rate=2e-2"]}  # LAMB: a relative step size
+          "albert_tiny": ["model.embedding_size=16", "optimizer.learning_rate=2e-2"],  # LAMB: a relative step size
+          "deberta_tiny": ["model.position_buckets=16"],
+          "deberta_v3_xsmall": ["model.num_layers=2", "model.num_heads=2", "model.position_buckets=16",
+                                "objective.replaced_token_detection.generator_hidden_size=32",
+                                "objective.replaced_token_detection.generator_num_heads=2", "optimizer.learning_rate=1e-3"]}
+# What each run's fine-tuned model keeps of its family.
+FAMILY_FIELDS = {"roberta_tiny": {"pad_token_id": 1, "position_offset": 2},
+                 "albert_tiny": {"shared_layer_groups": 1, "embedding_size": 16},
+                 "deberta_tiny": {"attention_kind": "disentangled", "mask_decoder_passes": 2, "position_input": False},
+                 "deberta_v3_xsmall": {"attention_kind": "disentangled", "position_kind": "none", "type_vocab_size": 0}}
 
 
 def _losses(workdir):
@@ -288,7 +297,7 @@ def _loss_falls(workdir):
 
 
 @pytest.mark.parametrize("preset", sorted(SHAPES))
-def test_roberta_and_albert_pretrain_and_fine_tune_glue_rte_from_their_runs(preset, tmp_path):
+def test_roberta_albert_and_deberta_pretrain_and_fine_tune_glue_rte_from_their_runs(preset, tmp_path):
     run = str(tmp_path / "run")
     overrides = [a for o in QUICK + SHAPES[preset] for a in ("--set", o)]
     assert main(["train", "--config", os.path.join(ROOT, "configs", f"{preset}.py"), "--workdir", run,
@@ -296,10 +305,13 @@ def test_roberta_and_albert_pretrain_and_fine_tune_glue_rte_from_their_runs(pres
     _loss_falls(run)
     config = fine_tune_glue_rte(run, str(tmp_path / "rte"))
     assert config["model"]["hidden_size"] == 32 and config["data"]["mixture"] == "glue_rte_features"
-    if preset == "roberta_tiny":
-        assert (config["model"]["pad_token_id"], config["model"]["position_offset"]) == (1, 2)
-    else:
-        assert (config["model"]["shared_layer_groups"], config["model"]["embedding_size"]) == (1, 16)
+    assert {k: config["model"][k] for k in FAMILY_FIELDS[preset]} == FAMILY_FIELDS[preset]
+    if preset == "deberta_v3_xsmall":  # the discriminator fine-tunes from its tables plus its GDES deltas
+        params, _ = checkpoint_dir.restore_task_params(run, checkpoint_dir.read_config(run))
+        embedder = params["encoder"]["embedder"]
+        np.testing.assert_array_equal(checkpoint_dir.load(run).params["encoder"]["embedder"]["token"]["embedding"],
+                                      embedder["token"]["embedding"] + embedder["token_delta"])
+        assert np.abs(embedder["token_delta"]).max() > 0
 
 
 def test_electra_pretrains_resumes_exactly_and_its_discriminator_fine_tunes(electra_run, tmp_path):

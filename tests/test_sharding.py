@@ -8,7 +8,7 @@ import pytest
 from jax.sharding import PartitionSpec as P
 
 from plmjax import partitioning
-from plmjax.config import MeshConfig, bert, electra, gpt, t5
+from plmjax.config import MeshConfig, bert, deberta, electra, gpt, t5
 from plmjax.models.task import make_model_task
 from plmjax.objectives.mlm import mask_tokens
 from plmjax.training import state as state_lib
@@ -133,6 +133,24 @@ def test_electra_generator_and_discriminator_on_a_mesh_equal_one_device():
     assert np.linalg.norm(grads_1["generator"]["stack"]["layers_0"]["mlp"]["wi"]["kernel"]) > 0
     wi = state_n.params["generator"]["stack"]["layers_0"]["mlp"]["wi"]["kernel"]
     assert wi.sharding.spec == P(None, "model") and wi.addressable_shards[0].data.shape == (16, 64 // 2)
+
+
+def test_disentangled_attention_on_a_mesh_equals_one_device():
+    # DeBERTa's c2p and p2c gathers over bucketed relative positions with heads split over `model`, its own position
+    # projections, the first layer's convolution and the mask decoder's reruns of the last layer.
+    config = deberta(**SMALL, position_buckets=8, share_position_keys=False, conv_kernel_size=3,
+                     position_kind="learned", position_input=False, mask_decoder_passes=2)
+    config.objective.kind = "mlm"
+    batch = mlm_batch(np.random.default_rng(0))
+    single = partitioning.make_mesh(MeshConfig(data=1, model=1), jax.devices()[:1])
+    (loss_1, grads_1), _ = loss_and_grads(config, batch, single)
+    (loss_n, grads_n), (*_, state_n, _) = loss_and_grads(config, batch, partitioning.make_mesh(MeshConfig(data=4, model=2)))
+    np.testing.assert_allclose(loss_n, loss_1, rtol=1e-5)
+    assert_trees_close(grads_n, grads_1, rtol=1e-5)
+    kernel = grads_1["encoder"]["stack"]["layers_1"]["self_attention"]["kernel"]
+    assert np.linalg.norm(kernel["position_key"]["kernel"]) > 0 and np.linalg.norm(kernel["position_query"]["kernel"]) > 0
+    key = state_n.params["encoder"]["stack"]["layers_0"]["self_attention"]["kernel"]["position_key"]["kernel"]
+    assert key.sharding.spec == P(None, "model", None) and key.addressable_shards[0].data.shape == (32, 2, 8)
 
 
 def test_sharded_dropout_equals_single_device():

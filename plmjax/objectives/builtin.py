@@ -124,4 +124,4 @@ register(Objective("causal_lm", "decoder", CausalLMOptions, CausalLMTask.from_co
                    pipeline.causal_examples, causal_lm_batcher, seqio_suffix="lm"))
 
 # The other built-in objectives, each in its own module.
-from plmjax.objectives import replaced_token_detection, sentence_order  # noqa: E402,F401
+from plmjax.objectives import replaced_token_detection, sentence_order, sift  # noqa: E402,F401

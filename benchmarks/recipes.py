@@ -61,8 +61,19 @@ RECIPES = {
     "roberta": Recipe("roberta_tiny", (), "RoBERTa: MLM on FULL-SENTENCES rows, byte-level BPE, AdamW beta2 0.98"),
     "albert": Recipe("albert_tiny", (), "ALBERT: E=64, shared layers, n-gram MLM + sentence order, LAMB"),
     "electra": Recipe("electra_tiny", (), "ELECTRA: replaced-token detection against a 1/4-width generator"),
+    "deberta": Recipe("deberta_tiny", (), "DeBERTa: disentangled attention, MLM through the enhanced mask decoder"),
+    "deberta_noemd": Recipe("deberta_tiny", ("model.mask_decoder_passes=0",),
+                            "DeBERTa: disentangled attention, MLM from the last layer (no mask decoder)"),
 }
-METHODS = {"full": Method((), "every parameter trains")}
+METHODS = {
+    "full": Method((), "every parameter trains"),
+    "sift": Method(("objective.regularizers=sift", "objective.sift.weight=1.0"),
+                   "full fine-tuning plus SiFT's adversarial term on the normalised embeddings"),
+}
+
+
+# Every recipe fully fine-tuned, and each method on the recipes it is compared on.
+DEFAULT_ROWS = [f"{r}+full" for r in RECIPES] + ["mlm+sift", "deberta+sift"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -197,8 +208,7 @@ def markdown(records: list[dict], metric: str = "accuracy") -> str:
 def main(argv: list[str] | None = None, plan: Plan | None = None) -> list[dict]:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="the small plan (under 20 minutes on 2 cores)")
-    parser.add_argument("--rows", default=",".join(f"{r}+{m}" for r in RECIPES for m in METHODS),
-                        help="comma-separated recipe+method rows")
+    parser.add_argument("--rows", default=",".join(DEFAULT_ROWS), help="comma-separated recipe+method rows")
     parser.add_argument("--tasks", default=",".join(LANGUAGES), help="comma-separated task names")
     parser.add_argument("--cache", default=os.path.join(os.path.expanduser("~"), ".cache", "plmjax", "recipes"))
     parser.add_argument("--json", help="write the records here")

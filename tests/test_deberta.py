@@ -17,6 +17,7 @@ from hf_reference import maxdiff, perturbed, shapes, state_dict
 from plmjax import config as config_lib
 from plmjax.config import ConfigError
 from plmjax.convert import hf
+from plmjax.flops import forward_flops
 from plmjax.layers.embeddings import fold_deltas
 from plmjax.models import electra
 from plmjax.models.encoder import EncoderForMaskedLM
@@ -67,6 +68,21 @@ def test_the_mask_decoder_is_the_last_layer_rerun_with_absolute_positions(emd):
     real = mask.astype(bool)
     assert maxdiff(np.asarray(ours["hidden"])[real], hidden[-1].numpy()[real]) <= TOL  # the encoder is unchanged
     assert maxdiff(np.asarray(ours["mlm_logits"])[real], logits.numpy()[real]) <= TOL
+
+
+def test_the_mask_decoder_runs_only_the_masked_positions_queries_and_equals_running_all(emd):
+    _, cfg, params = emd
+    ids, mask = _inputs()
+    positions = jnp.asarray([[3, 0, 7, 7], [16, 2, 9, 11]])
+    model = EncoderForMaskedLM(cfg)
+    every = model.apply({"params": params}, jnp.asarray(ids), attention_mask=jnp.asarray(mask))["mlm_logits"]
+    some = model.apply({"params": params}, jnp.asarray(ids), attention_mask=jnp.asarray(mask),
+                       masked_positions=positions)["mlm_logits"]
+    np.testing.assert_allclose(some, np.take_along_axis(np.asarray(every), np.asarray(positions)[..., None], 1),
+                               rtol=0, atol=2e-5)
+    flops = [forward_flops(lambda p, pos: model.apply({"params": p}, jnp.asarray(ids), masked_positions=pos), params,
+                           jnp.zeros((2, n), jnp.int32)) for n in (4, LENGTH)]
+    assert flops[0] < 0.8 * flops[1]  # the decoder's two reruns of a layer, on 4 queries instead of 24
 
 
 def test_the_mask_decoder_reads_absolute_positions_and_adds_no_parameters(emd):
@@ -168,7 +184,7 @@ def test_disentangled_attention_refuses_a_prefix_or_a_cache():
 
     hooks.KV_PREFIXES["_test_prefix"] = Prefix
     try:
-        with pytest.raises(ConfigError, match="queries and keys of one sequence"):
+        with pytest.raises(ConfigError, match="its own relative positions for every query and key"):
             EncoderForMaskedLM(dataclasses.replace(cfg, kv_prefix="_test_prefix")).init(
                 jax.random.key(0), jnp.ones((1, 8), jnp.int32))
     finally:

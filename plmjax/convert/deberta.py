@@ -15,13 +15,15 @@ read in either naming (legacy `cls.predictions.*` or `lm_predictions.lm_head.*`,
 have) and written in HF's default (legacy). Refused: an embedding_size other than hidden_size (HF projects
 the embeddings before their LayerNorm, plmjax after) and a pooler_hidden_size other than hidden_size.
 
-DeBERTa v1 (model_type "deberta") is not converted: it fuses Q/K/V into one `in_proj` without a key bias,
-projects positions without bias, and may mix heads (talking_head) — a different layer, not a switch of this one.
+DeBERTa v1 (model_type "deberta", microsoft/deberta-base and -large) is converted by deberta_v1.py onto the same
+plmjax model: it shares this module's config mapping, embeddings, relative table and heads, and swaps in its own
+layer rules (a `Variant`) for its fused `in_proj` without a key bias and its bias-free `pos_proj`.
 Dropout-only keys (pooler_dropout, cls_dropout) are ignored: they do not change what a model computes.
 """
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any, Callable, Mapping
 
 import numpy as np
@@ -93,21 +95,27 @@ def config_from_hf(d: Mapping[str, Any]) -> ModelConfig:
     return config_lib.deberta(**fields).model
 
 
-def config_to_hf(cfg: ModelConfig, head: str = DEFAULT_HEAD) -> dict[str, Any]:
+def config_to_hf(cfg: ModelConfig, head: str = DEFAULT_HEAD, variant: Variant | None = None) -> dict[str, Any]:
+    variant = variant or V2
     relative = cfg.attention_kind == "disentangled"
     if cfg.attention_kind not in ("disentangled", "softmax"):
         raise ValueError(f"HF DeBERTa cannot express model.attention_kind={cfg.attention_kind!r}")
-    d = {"model_type": MODEL_TYPE, "architectures": [hf.architecture(MODEL_TYPE, check_head(head))],
+    d = {"model_type": variant.model_type,
+         "architectures": [hf.architecture(variant.model_type, check_head(head, variant))],
          **bert.encoder_keys(cfg),
          "relative_attention": relative,
          "position_biased_input": cfg.position_kind == "learned" and cfg.position_input,
          "pos_att_type": list(cfg.relative_terms) if relative else None,
-         "position_buckets": cfg.position_buckets or -1,
          "max_relative_positions": cfg.max_relative_positions or -1,
-         "share_att_key": cfg.share_position_keys,
-         "norm_rel_ebd": "layer_norm" if cfg.norm_relative_embeddings else "none",
          "pooler_hidden_size": cfg.hidden_size, "pooler_hidden_act": hf.activation_to_hf(cfg.pooler_activation),
          "pooler_dropout": 0, "legacy": True}
+    return {**d, **variant.config_keys(cfg)}
+
+
+def _v2_config_keys(cfg: ModelConfig) -> dict[str, Any]:
+    """The keys only DebertaV2Config has: buckets, shared position keys, the table's norm, head size, convolution."""
+    d = {"position_buckets": cfg.position_buckets or -1, "share_att_key": cfg.share_position_keys,
+         "norm_rel_ebd": "layer_norm" if cfg.norm_relative_embeddings else "none"}
     if cfg.head_dim:
         d["attention_head_size"] = cfg.head_dim
     if cfg.conv_kernel_size:
@@ -119,9 +127,9 @@ def config_to_hf(cfg: ModelConfig, head: str = DEFAULT_HEAD) -> dict[str, Any]:
 # ---------------------------------------------------------------- rules
 
 
-def encoder_rules(cfg: ModelConfig, prefix: str = "deberta.") -> list[hf.Rule]:
-    """Embeddings, the relative-position table and its norm, the convolution and the layers."""
-    H, heads, hd = cfg.hidden_size, cfg.num_heads, cfg.kv_dim
+def encoder_rules(cfg: ModelConfig, prefix: str = "deberta.", variant: Variant | None = None) -> list[hf.Rule]:
+    """Embeddings, the relative-position table and its norm, the convolution and the variant's layers."""
+    H = cfg.hidden_size
     emb = f"{prefix}embeddings"
     out = [hf.copy(f"{emb}.word_embeddings.weight", "encoder/embedder/token/embedding", (cfg.vocab_size, H))]
     if cfg.position_kind == "learned":
@@ -146,15 +154,34 @@ def encoder_rules(cfg: ModelConfig, prefix: str = "deberta.") -> list[hf.Rule]:
         out += [hf.copy(f"{enc}.conv.conv.bias", f"{stack}/conv/bias", (H,))]
         out += hf.layer_norm(f"{enc}.conv.LayerNorm", f"{stack}/conv/norm", H)
     for i in range(cfg.num_layers):
-        src, dst = f"{enc}.layer.{i}", f"{stack}/layers_{i}"
-        out += bert.layer_rules(cfg, src, dst, LAYER_NAMES)
-        if cfg.attention_kind == "disentangled" and not cfg.share_position_keys:
-            for term, hf_name, ours in (("c2p", "pos_key_proj", "position_key"),
-                                        ("p2c", "pos_query_proj", "position_query")):
-                if term in cfg.relative_terms:
-                    out += hf.dense(f"{src}.attention.self.{hf_name}", f"{dst}/self_attention/kernel/{ours}",
-                                    (H,), (heads, hd))
+        out += (variant or V2).layer_rules(cfg, f"{enc}.layer.{i}", f"{stack}/layers_{i}")
     return out
+
+
+def layer_rules(cfg: ModelConfig, src: str, dst: str) -> list[hf.Rule]:
+    """One DebertaV2Layer: BERT's with `*_proj` names, plus its own position projections unless share_att_key."""
+    out = bert.layer_rules(cfg, src, dst, LAYER_NAMES)
+    if cfg.attention_kind == "disentangled" and not cfg.share_position_keys:
+        for term, hf_name, ours in (("c2p", "pos_key_proj", "position_key"),
+                                    ("p2c", "pos_query_proj", "position_query")):
+            if term in cfg.relative_terms:
+                out += hf.dense(f"{src}.attention.self.{hf_name}", f"{dst}/self_attention/kernel/{ours}",
+                                (cfg.hidden_size,), (cfg.num_heads, cfg.kv_dim))
+    return out
+
+
+@dataclasses.dataclass(frozen=True)
+class Variant:
+    """What differs between the DeBERTa generations this module converts: the HF model_type and classes, the
+    layer's parameterisation and the config keys only that generation has."""
+
+    model_type: str
+    architectures: Mapping[str, str]
+    layer_rules: Callable[[ModelConfig, str, str], list[hf.Rule]]
+    config_keys: Callable[[ModelConfig], dict[str, Any]]
+
+
+V2 = Variant(MODEL_TYPE, ARCHITECTURES, layer_rules, _v2_config_keys)
 
 
 def _masked_lm(cfg: ModelConfig, naming: str = "legacy") -> list[hf.Rule]:
@@ -184,16 +211,18 @@ HEADS: dict[str, tuple[str, Callable[[ModelConfig], list[hf.Rule]]]] = {
 }
 
 
-def check_head(head: str) -> str:
+def check_head(head: str, variant: Variant | None = None) -> str:
     if head not in HEADS:
-        raise ValueError(f"unknown DeBERTa head {head!r}; supported: {', '.join(HEADS)} ({', '.join(ARCHITECTURES)})")
+        raise ValueError(f"unknown DeBERTa head {head!r}; supported: {', '.join(HEADS)} "
+                         f"({', '.join((variant or V2).architectures)})")
     return head
 
 
-def rules(cfg: ModelConfig, head: str = DEFAULT_HEAD, naming: str = "legacy") -> list[hf.Rule]:
-    prefix, head_rules = HEADS[check_head(head)]
+def rules(cfg: ModelConfig, head: str = DEFAULT_HEAD, naming: str = "legacy",
+          variant: Variant | None = None) -> list[hf.Rule]:
+    prefix, head_rules = HEADS[check_head(head, variant)]
     extra = _masked_lm(cfg, naming) if head == "masked_lm" else head_rules(cfg)
-    return encoder_rules(cfg, prefix) + extra
+    return encoder_rules(cfg, prefix, variant) + extra
 
 
 def tied(head: str) -> dict[str, str]:
@@ -217,14 +246,15 @@ def guess_head(state_dict: Mapping[str, Any]) -> str | None:
     return None
 
 
-def params_from_hf(state_dict: Mapping[str, Any], cfg: ModelConfig, head: str = DEFAULT_HEAD) -> dict:
-    check_head(head)
+def params_from_hf(state_dict: Mapping[str, Any], cfg: ModelConfig, head: str = DEFAULT_HEAD,
+                   variant: Variant | None = None) -> dict:
+    check_head(head, variant)
     naming = "lm_predictions" if "lm_predictions.lm_head.bias" in state_dict else "legacy"
     ignored = IGNORED
     if cfg.position_kind != "learned":  # v3 checkpoints keep a position table that HF ignores
         ignored += (r"(deberta\.)?embeddings\.position_embeddings\.weight",)
     try:
-        return hf.convert_from_hf(state_dict, cfg, rules(cfg, head, naming), tied(head), ignored)
+        return hf.convert_from_hf(state_dict, cfg, rules(cfg, head, naming, variant), tied(head), ignored)
     except ValueError as e:
         guess = guess_head(state_dict)
         if guess is None or guess == head or not str(e).startswith("cannot convert the HF state dict"):
@@ -232,8 +262,9 @@ def params_from_hf(state_dict: Mapping[str, Any], cfg: ModelConfig, head: str = 
         raise ValueError(f"{e}\n(converting with head={head!r}, but the keys look like head={guess!r})") from None
 
 
-def params_to_hf(params: Mapping, cfg: ModelConfig, head: str = DEFAULT_HEAD) -> dict[str, np.ndarray]:
-    return hf.convert_to_hf(params, cfg, rules(cfg, check_head(head)), tied(head))
+def params_to_hf(params: Mapping, cfg: ModelConfig, head: str = DEFAULT_HEAD,
+                 variant: Variant | None = None) -> dict[str, np.ndarray]:
+    return hf.convert_to_hf(params, cfg, rules(cfg, check_head(head, variant), variant=variant), tied(head))
 
 
 def module_for(head: str = DEFAULT_HEAD) -> type:

@@ -557,7 +557,8 @@ def _read_torch(path: pathlib.Path) -> dict[str, np.ndarray]:
 
 # ---------------------------------------------------------------- registry
 
-from plmjax.convert import albert, bert, deberta, electra, gpt2, roberta, t5  # noqa: E402  (they use the helpers above)
+from plmjax.convert import (  # noqa: E402  (they use the helpers above)
+    albert, bert, deberta, deberta_v1, electra, gpt2, roberta, t5)
 
 FAMILIES: dict[str, ModuleType] = {"bert": bert, "roberta": roberta, "albert": albert, "electra": electra,
-                                   "deberta-v2": deberta, "t5": t5, "gpt2": gpt2}
+                                   "deberta": deberta_v1, "deberta-v2": deberta, "t5": t5, "gpt2": gpt2}

@@ -130,8 +130,9 @@ class TransformerStack(nn.Module):
         """x: [batch, length, embed]; mask: [batch, length] (1 = real token); positions: [batch, length].
 
         In `decode` mode keys come from the cache of size `decode_length` and `mask` is ignored. With
-        `revisit(layer, hidden, args)`, the stack returns (x, what revisit returned): it is called with the last
-        layer's module, that layer's input and the layer arguments, to run the last layer again on other queries.
+        `revisit(layer, hidden, args_for)`, the stack returns (x, what revisit returned): it is called with the last
+        layer's module, that layer's input and `args_for(query_positions)`, the layer's arguments for queries at
+        those positions ([batch, queries]; None: every position), to run the last layer again on other queries.
         """
         cfg = self.cfg
         batch, length = x.shape[:2]
@@ -145,12 +146,14 @@ class TransformerStack(nn.Module):
         shared_cls = kernel_class(cfg).Shared
         shared = None if shared_cls is None else shared_cls(cfg, causal=self.causal, name="attention_shared")
 
-        def self_inputs(key_mask, key_length):
-            bias = attention_bias(key_mask, positions, key_length, self.causal, prefix_length)
-            bias = bias if relpos is None else bias + relpos(positions, key_length)
+        def self_inputs(key_mask, key_length, query_positions=None):
+            """Self-attention's inputs for queries at `query_positions` (default: every position) over the keys."""
+            queries = positions if query_positions is None else query_positions
+            bias = attention_bias(key_mask, queries, key_length, self.causal, prefix_length)
+            bias = bias if relpos is None else bias + relpos(queries, key_length)
             key_positions = jnp.arange(key_length)[None, :]
-            return AttentionInputs(bias, positions, key_positions, None if key_mask is None else key_mask.astype(bool),
-                                   None if shared is None else shared(positions, key_positions))
+            return AttentionInputs(bias, queries, key_positions, None if key_mask is None else key_mask.astype(bool),
+                                   None if shared is None else shared(queries, key_positions))
 
         inputs = self_inputs(None, decode_length) if decode and decode_length else self_inputs(mask, length)
         cross_inputs = None
@@ -205,5 +208,7 @@ class TransformerStack(nn.Module):
             x = make_norm(cfg, name="final_norm")(x)
             x = make_dropout(cfg)(x, deterministic=deterministic)
         if revisit is not None:
-            return x, revisit(layers[(self.num_layers - 1) % groups], previous, args)
+            key_length = previous.shape[1]
+            return x, revisit(layers[(self.num_layers - 1) % groups], previous,
+                              lambda query_positions: (self_inputs(mask, key_length, query_positions),) + args[1:])
         return x

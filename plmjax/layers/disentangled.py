@@ -4,7 +4,8 @@ score[i, j] = (q_i . k_j  +  q_i . pk[r(i, j)]  +  k_j . pq[r(i, j)]) / sqrt(d *
 where r(i, j) is the (optionally log-bucketed) offset i - j shifted into a table of 2 * span rows of relative
 embeddings shared by every layer, pk/pq are those rows projected by position key/query projections (the
 content ones with model.share_position_keys), and the c2p / p2c terms are switched by model.position_terms.
-Padded queries attend to nothing (all-zero weights), as DeBERTa's XSoftmax does.
+Padded queries attend to nothing (all-zero weights), as DeBERTa's XSoftmax does. Queries may be a subset of the
+positions (the mask decoder's), each with its own rows.
 """
 
 from __future__ import annotations
@@ -81,12 +82,12 @@ class DisentangledKernel(nn.Module):
     def __call__(self, query, key, value, inputs: AttentionInputs, carry=None, deterministic: bool = True):
         cfg = self.cfg
         terms = cfg.relative_terms
-        if query.shape[1] != key.shape[1] or inputs.key_positions.shape[-1] != key.shape[1]:
-            raise ConfigError("attention_kind=disentangled needs queries and keys of one sequence "
+        table, rows = inputs.shared
+        if rows.shape[-2:] != (query.shape[1], key.shape[1]):
+            raise ConfigError("attention_kind=disentangled needs its own relative positions for every query and key "
                               "(no decoding cache, cross-attention or model.kv_prefix)")
         scale = math.sqrt(query.shape[-1] * (1 + len(terms)))
         logits = jnp.einsum("bqhd,bkhd->bhqk", query, key, preferred_element_type=jnp.float32)
-        table, rows = inputs.shared
         table = make_dropout(cfg)(table, deterministic=deterministic)
         if "c2p" in terms:
             position_key = self._project(table, "key")
@@ -101,7 +102,7 @@ class DisentangledKernel(nn.Module):
         if inputs.bias is not None:
             logits = logits + inputs.bias
         weights = jax.nn.softmax(logits, axis=-1)
-        if inputs.key_mask is not None:  # padded queries attend to nothing
+        if inputs.key_mask is not None and query.shape[1] == key.shape[1]:  # padded queries attend to nothing
             weights = weights * inputs.key_mask[:, None, :, None]
         weights = weights.astype(initializers.compute_dtype(cfg))
         sow_weights(self, weights)

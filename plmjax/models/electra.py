@@ -18,7 +18,7 @@ import optax
 
 from plmjax.config import ConfigError, ModelConfig
 from plmjax.layers.embeddings import fold_deltas
-from plmjax.models.encoder import Encoder, gather_positions
+from plmjax.models.encoder import Encoder
 from plmjax.models.heads import MaskedLMHead, TokenDetectionHead
 from plmjax.models.losses import weighted_cross_entropy
 from plmjax.models.task import ModelTask
@@ -66,8 +66,9 @@ class ReplacedTokenDetection(nn.Module):
         input_ids = jnp.asarray(input_ids)
         if attention_mask is None:
             attention_mask = input_ids != self.cfg.pad_token_id
-        _, hidden = self.generator.masked_lm_states(input_ids, segment_ids, attention_mask, deterministic)
-        logits = self.generator_head(gather_positions(hidden, masked_positions), self.encoder.embedder)
+        _, selected = self.generator.masked_lm_states(input_ids, segment_ids, attention_mask, deterministic,
+                                                      masked_positions)
+        logits = self.generator_head(selected, self.encoder.embedder)
         # No gradient through the sample: the discriminator's loss does not train the generator.
         sampled = jax.random.categorical(self.make_rng("sample"), jax.lax.stop_gradient(logits) / self.temperature)
         rows = jnp.arange(input_ids.shape[0])[:, None]

@@ -35,8 +35,9 @@ class Encoder(nn.Module):
         self.stack = TransformerStack(cfg, cfg.num_layers, causal=False)
 
     def __call__(self, input_ids, segment_ids=None, attention_mask=None, deterministic: bool = True,
-                 mask_decoder: bool = False):
-        """Hidden states; with `mask_decoder`, (hidden states, the mask decoder's states for MLM predictions)."""
+                 mask_decoder: bool = False, masked_positions=None):
+        """Hidden states; with `mask_decoder`, (hidden states, the mask decoder's states at `masked_positions`, or
+        at every position)."""
         cfg, own = self.cfg, self.shared_embedder is None
         if attention_mask is None:
             attention_mask = input_ids != cfg.pad_token_id
@@ -44,24 +45,31 @@ class Encoder(nn.Module):
                           detached=self.embedding_deltas)
         if not own and cfg.emb_dim != cfg.hidden_size:
             x = self.projection(x)
-        revisit = enhanced_mask_decoder(cfg, self.embedder) if mask_decoder else None
+        revisit = enhanced_mask_decoder(cfg, self.embedder, masked_positions) if mask_decoder else None
         return self.stack(x, mask=attention_mask, deterministic=deterministic, revisit=revisit)
 
-    def masked_lm_states(self, input_ids, segment_ids=None, attention_mask=None, deterministic: bool = True):
-        """(hidden states, the states MLM predictions read: the mask decoder's when model.mask_decoder_passes)."""
+    def masked_lm_states(self, input_ids, segment_ids=None, attention_mask=None, deterministic: bool = True,
+                         masked_positions=None):
+        """(hidden states, the states MLM predictions read at `masked_positions` [batch, predictions], or at every
+        position: the mask decoder's when model.mask_decoder_passes)."""
         if self.cfg.mask_decoder_passes:
-            return self(input_ids, segment_ids, attention_mask, deterministic, mask_decoder=True)
+            return self(input_ids, segment_ids, attention_mask, deterministic, mask_decoder=True,
+                        masked_positions=masked_positions)
         hidden = self(input_ids, segment_ids, attention_mask, deterministic)
-        return hidden, hidden
+        return hidden, hidden if masked_positions is None else gather_positions(hidden, masked_positions)
 
 
-def enhanced_mask_decoder(cfg: ModelConfig, embedder):
+def enhanced_mask_decoder(cfg: ModelConfig, embedder, masked_positions=None):
     """DeBERTa's enhanced mask decoder, as the stack's `revisit`: queries = the last layer's input plus absolute
     position embeddings, run through the last layer (its weights) model.mask_decoder_passes times, attending over
-    that input; absolute positions reach the MLM predictions only this way."""
+    that input; absolute positions reach the MLM predictions only this way. Each query only attends, so only the
+    `masked_positions`' queries are run (DeBERTa's code runs every position's, then keeps the masked ones)."""
 
-    def revisit(layer, hidden, args):
+    def revisit(layer, hidden, args_for):
         queries = hidden + embedder.absolute_positions(hidden.shape[1]).astype(hidden.dtype)
+        if masked_positions is not None:
+            queries = gather_positions(queries, masked_positions)
+        args = args_for(masked_positions)
         for _ in range(cfg.mask_decoder_passes):
             queries, _ = layer((queries, None), *args, hidden)
         return queries
@@ -114,8 +122,8 @@ class EncoderForPretraining(nn.Module):
 
     def __call__(self, input_ids, segment_ids=None, attention_mask=None, masked_positions=None,
                  deterministic: bool = True):
-        hidden, states = self.encoder.masked_lm_states(input_ids, segment_ids, attention_mask, deterministic)
-        selected = states if masked_positions is None else gather_positions(states, masked_positions)
+        hidden, selected = self.encoder.masked_lm_states(input_ids, segment_ids, attention_mask, deterministic,
+                                                         masked_positions)
         return {
             "hidden": hidden,
             "mlm_logits": self.mlm_head(selected, self.encoder.embedder),
@@ -135,8 +143,8 @@ class EncoderForMaskedLM(nn.Module):
 
     def __call__(self, input_ids, segment_ids=None, attention_mask=None, masked_positions=None,
                  deterministic: bool = True):
-        hidden, states = self.encoder.masked_lm_states(input_ids, segment_ids, attention_mask, deterministic)
-        selected = states if masked_positions is None else gather_positions(states, masked_positions)
+        hidden, selected = self.encoder.masked_lm_states(input_ids, segment_ids, attention_mask, deterministic,
+                                                         masked_positions)
         return {"hidden": hidden, "mlm_logits": self.mlm_head(selected, self.encoder.embedder)}
 
 

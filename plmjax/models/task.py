@@ -84,14 +84,12 @@ class ModelTask:
                 )
 
 
-class RegularizedTask(ModelTask):
-    """`inner` whose loss adds `weight * penalty(outputs, sown, batch)`, reading the collections the penalty names.
+class WrappedTask(ModelTask):
+    """`inner` seen through a wrapper: everything the subclass does not override (module, inputs, validation,
+    predictions, random streams) is the inner task's, so any task can be wrapped."""
 
-    Everything else (module, inputs, validation, predictions) is the inner task's, so any task can be wrapped.
-    """
-
-    def __init__(self, inner: ModelTask, name: str, penalty, weight: float, collections: tuple[str, ...] = ()):
-        self.inner, self.name, self.penalty, self.weight = inner, name, penalty, weight
+    def __init__(self, inner: ModelTask, collections: tuple[str, ...] = ()):
+        self.inner = inner
         self.cfg, self.module, self.token_keys = inner.cfg, inner.module, inner.token_keys
         self.collections = tuple(dict.fromkeys((*inner.collections, *collections)))
 
@@ -114,14 +112,25 @@ class RegularizedTask(ModelTask):
         return self.inner.metrics(outputs, batch)
 
     def loss_terms(self, outputs, sown, batch):
+        return self.inner.loss_terms(outputs, sown, batch)
+
+    def validate(self, batch) -> None:
+        self.inner.validate(batch)
+
+
+class RegularizedTask(WrappedTask):
+    """`inner` whose loss adds `weight * penalty(outputs, sown, batch)`, reading the collections the penalty names."""
+
+    def __init__(self, inner: ModelTask, name: str, penalty, weight: float, collections: tuple[str, ...] = ()):
+        super().__init__(inner, collections)
+        self.name, self.penalty, self.weight = name, penalty, weight
+
+    def loss_terms(self, outputs, sown, batch):
         metrics = self.inner.loss_terms(outputs, sown, batch)
         term = self.penalty(outputs, sown, batch)
         if not self.weight:  # reported, but no gradient to compute: the step is the inner task's exactly
             return dict(metrics, **{f"{self.name}_loss": jax.lax.stop_gradient(term)})
         return dict(metrics, **{f"{self.name}_loss": term}, loss=metrics["loss"] + self.weight * term)
-
-    def validate(self, batch) -> None:
-        self.inner.validate(batch)
 
 
 def make_model_task(config: Config) -> ModelTask:

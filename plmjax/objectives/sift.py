@@ -58,7 +58,7 @@ import jax.numpy as jnp
 
 from plmjax.config import ConfigError
 from plmjax.layers.embeddings import InputEmbedder
-from plmjax.models.task import ModelTask
+from plmjax.models.task import ModelTask, WrappedTask
 from plmjax.objectives.registry import Regularizer, register_regularizer
 
 NAME = "sift"
@@ -205,7 +205,7 @@ def _perturbing(deltas, eps: float, norm_kind: str):
 # ---------------------------------------------------------------- the task wrapper
 
 
-class SiftTask(ModelTask):
+class SiftTask(WrappedTask):
     """`inner` whose training loss adds options.weight * SiFT's adversarial term; all else is the inner task's.
 
     loss = clean_pass, then perturbation (the final delta, a constant), then loss_given (the inner loss plus
@@ -213,23 +213,10 @@ class SiftTask(ModelTask):
     """
 
     def __init__(self, inner: ModelTask, options: SiftOptions):
-        self.inner, self.options = inner, options
-        self.cfg, self.module, self.token_keys = inner.cfg, inner.module, inner.token_keys
-        self.collections = inner.collections
+        super().__init__(inner)
+        self.options = options
         if options.weight and not inner.cfg.embedding_norm:
             raise ConfigError(NO_NORM)
-
-    def __getattr__(self, name):  # what the wrapper does not define is the inner task's (predict, label_keys, ...)
-        return getattr(self.inner, name)
-
-    def model_inputs(self, batch):
-        return self.inner.model_inputs(batch)
-
-    def init(self, rng, batch):
-        return self.inner.init(rng, batch)
-
-    def rngs(self, rng, train: bool):
-        return self.inner.rngs(rng, train)
 
     def forward(self, variables, batch, deterministic: bool, rngs=None, collections: tuple[str, ...] = ()):
         if not deterministic and self.options.weight:
@@ -237,16 +224,7 @@ class SiftTask(ModelTask):
             # without SiFT's passes, so the term would silently vanish.
             raise ConfigError(f"{NAME} must be the last of objective.regularizers: a regularizer wrapping it "
                               "trains without its adversarial term")
-        return self.inner.forward(variables, batch, deterministic, rngs, collections)
-
-    def metrics(self, outputs, batch):
-        return self.inner.metrics(outputs, batch)
-
-    def loss_terms(self, outputs, sown, batch):
-        return self.inner.loss_terms(outputs, sown, batch)
-
-    def validate(self, batch) -> None:
-        self.inner.validate(batch)
+        return super().forward(variables, batch, deterministic, rngs, collections)
 
     # -- the passes
 

@@ -153,6 +153,9 @@ def test_v3_checkpoint_naming_and_its_extra_keys():
 
 
 def test_what_plmjax_cannot_hold_is_refused():
+    with pytest.raises(ValueError, match="pos_att_type=.* without relative_attention"):  # HF scales by sqrt(3d)
+        hf.config_from_hf(transformers.DebertaV2Config(**{**BASE, "relative_attention": False,
+                                                          "pos_att_type": "p2c|c2p"}))
     with pytest.raises(ValueError, match="embedding_size=16 != hidden_size=32"):
         hf.config_from_hf(transformers.DebertaV2Config(**{**BASE, "embedding_size": 16}))
     config = transformers.DebertaV2Config(**{**BASE, **CASES["v3"]})

@@ -203,16 +203,24 @@ def test_what_v1_cannot_hold_is_refused():
     params = hf.params_from_hf("deberta", state_dict(_model("base_like", "masked_lm")), cfg, "masked_lm")
     hf.params_to_hf("deberta", params, cfg, "masked_lm")  # zero biases: fine
     attention = params["encoder"]["stack"]["layers_1"]["self_attention"]
-    for bias, hf_name in ((attention["key"], "in_proj's key"),
-                          (attention["kernel"]["position_key"], r"pos_proj \(c2p position keys\)")):
+    ids = torch.tensor(_inputs()[0])
+    for bias in (attention["key"], attention["kernel"]["position_key"]):
         bias["bias"] = bias["bias"].copy()
         bias["bias"][2, 5] = -0.0625
-        path = "layers_1/self_attention/" + ("key" if bias is attention["key"] else "kernel/position_key")
-        with pytest.raises(ValueError, match=f"{path}/bias to HF DeBERTa v1 .*: {hf_name} has no bias, but this one "
-                                             r"is nonzero \(max \|bias\| = 0.0625 at \[2, 5\], 1 of 32 nonzero\)"):
-            hf.params_to_hf("deberta", params, cfg, "masked_lm")
-        bias["bias"][2, 5] = 0.0
-    hf.params_to_hf("deberta", params, cfg, "masked_lm")
+    # The position-key bias only shifts each query's c2p scores by a constant: written back without it, HF computes
+    # what plmjax does with it. The key bias also moves p2c's scores: refused.
+    with pytest.raises(ValueError, match="layers_1/self_attention/key/bias to HF DeBERTa v1 .*: in_proj's key has no "
+                                         r"bias, but this one is nonzero \(max \|bias\| = 0.0625 at \[2, 5\], 1 "
+                                         r"of 32 nonzero\) and changes the p2c scores"):
+        hf.params_to_hf("deberta", params, cfg, "masked_lm")
+    attention["key"]["bias"][2, 5] = 0.0
+    exported = transformers.DebertaForMaskedLM(_config("base_like")).eval()
+    exported.load_state_dict({k: torch.tensor(v) for k, v in hf.params_to_hf("deberta", params, cfg, "masked_lm").items()},
+                             strict=False)
+    mask = ids != 0
+    ours = encoder.EncoderForMaskedLM(cfg).apply({"params": params}, jnp.asarray(ids))["mlm_logits"]
+    with torch.no_grad():
+        assert maxdiff(np.asarray(ours)[mask.numpy()], exported(ids, attention_mask=mask.long()).logits[mask]) <= TOL
 
 
 def test_convert_cli_from_hf_and_back(tmp_path):

@@ -73,10 +73,14 @@ def config_from_hf(d: Mapping[str, Any]) -> ModelConfig:
                          "projects the embeddings before their LayerNorm, plmjax after it")
     if d.get("pooler_hidden_size", H) != H:
         raise ValueError(f"DeBERTa pooler_hidden_size={d['pooler_hidden_size']} != hidden_size={H} is not supported")
+    relative = bool(d.get("relative_attention", False))
+    if _terms(d.get("pos_att_type")) and not relative:
+        raise ValueError(f"HF DeBERTa pos_att_type={d['pos_att_type']!r} without relative_attention is not "
+                         "supported: HF still divides the attention scores by sqrt(head_size * (1 + "
+                         "len(pos_att_type))), plmjax's softmax attention by sqrt(head_size)")
     fields = bert.encoder_fields({**d, "type_vocab_size": d.get("type_vocab_size", 0),
                                   "layer_norm_eps": d.get("layer_norm_eps", 1e-7)})
     head_size = d.get("attention_head_size")
-    relative = bool(d.get("relative_attention", False))
     fields.update(
         head_dim=0 if head_size in (None, H // d["num_attention_heads"]) else head_size,
         attention_kind="disentangled" if relative else "softmax",

@@ -27,7 +27,8 @@ rows plmjax's clamp(offset + max_rel, 0, 2 * max_rel - 1) picks, since offsets s
 HF v1 ignores v2's keys (attention_head_size, position_buckets, share_att_key, norm_rel_ebd, conv_*), and so does
 this reading. Refused: talking_head (heads mixed before and after the softmax), a pos_att_type without
 relative_attention (HF still divides by sqrt(d * (1 + len(pos_att_type)))), and, writing back, a nonzero key bias
-or position-key bias, which HF v1 has no tensor for. `hf.model_type_for` still exports plmjax-made DeBERTa models as
+with p2c, which HF v1 has no tensor for. A position-key bias, or a key bias without p2c, only adds a per-query
+constant to the logits, which the softmax cancels: it is left out (a plmjax fine-tuning run moves them by float noise). `hf.model_type_for` still exports plmjax-made DeBERTa models as
 "deberta-v2"; a converted v1 release keeps model_type "deberta" through its stored hf_config.json.
 """
 
@@ -66,11 +67,6 @@ def config_from_hf(d: Mapping[str, Any]) -> ModelConfig:
     if d.get("talking_head"):
         raise ValueError("HF DeBERTa talking_head=true is not supported: it mixes the attention heads' scores and "
                          "weights (head_logits_proj, head_weights_proj), which plmjax's attention keeps apart")
-    terms = deberta._terms(d.get("pos_att_type"))
-    if terms and not d.get("relative_attention", False):
-        raise ValueError(f"HF DeBERTa pos_att_type={d['pos_att_type']!r} without relative_attention is not "
-                         "supported: HF still divides the attention scores by sqrt(head_size * (1 + "
-                         "len(pos_att_type))), plmjax's softmax attention by sqrt(head_size)")
     return deberta.config_from_hf({k: v for k, v in d.items() if k not in V2_ONLY})
 
 
@@ -82,17 +78,20 @@ def config_to_hf(cfg: ModelConfig, head: str = DEFAULT_HEAD) -> dict[str, Any]:
 # ---------------------------------------------------------------- rules
 
 
-def _bias_free(rule: hf.Rule, bias_path: str, bias_shape: tuple[int, ...], what: str) -> hf.Rule:
-    """`rule` that also gives plmjax's bias at `bias_path` zeros, and refuses to write a nonzero one back."""
+def _bias_free(rule: hf.Rule, bias_path: str, bias_shape: tuple[int, ...], what: str, cancels: bool) -> hf.Rule:
+    """`rule` that also gives plmjax's bias at `bias_path` zeros. Writing back, a bias whose only effect is a
+    per-query constant on the logits (`cancels`: the softmax removes it) is left out, as it changes nothing; any
+    other nonzero one is refused."""
 
     def to_hf(*arrays):
         *weights, bias = arrays
         bias = np.asarray(bias)
-        if np.any(bias != 0):
+        if not cancels and np.any(bias != 0):
             where = np.unravel_index(np.argmax(np.abs(bias)), bias.shape)
             raise ValueError(f"cannot write {bias_path} to HF DeBERTa v1 ({rule.key.rsplit('.', 1)[0]}): {what} has "
                              f"no bias, but this one is nonzero (max |bias| = {np.abs(bias).max():.6g} at "
-                             f"[{', '.join(map(str, where))}], {np.count_nonzero(bias)} of {bias.size} nonzero)")
+                             f"[{', '.join(map(str, where))}], {np.count_nonzero(bias)} of {bias.size} nonzero) "
+                             "and changes the p2c scores")
         return rule.to_hf(*weights)
 
     return hf.Rule(rule.key, rule.paths + (bias_path,), rule.shape,
@@ -126,13 +125,18 @@ def layer_rules(cfg: ModelConfig, src: str, dst: str) -> list[hf.Rule]:
     heads = (cfg.num_heads, cfg.kv_dim)
     fused = tuple(f"{ours}/{n}/" for n in ("query", "key", "value"))
     out = [r for r in bert.layer_rules(cfg, src, dst) if not r.paths[0].startswith(fused)]
-    out += [_bias_free(_in_proj(cfg, f"{attn}.in_proj.weight", ours), f"{ours}/key/bias", heads, "in_proj's key"),
+    # A key bias b adds q_i.b to every score of query i (cancelled by the softmax) and, with p2c, b.pq[r(i, j)]
+    # (not cancelled); a position-key bias adds q_i.b to every c2p score of query i (cancelled).
+    p2c = cfg.attention_kind == "disentangled" and "p2c" in cfg.relative_terms
+    out += [_bias_free(_in_proj(cfg, f"{attn}.in_proj.weight", ours), f"{ours}/key/bias", heads, "in_proj's key",
+                       cancels=not p2c),
             _vector(f"{attn}.q_bias", f"{ours}/query/bias", cfg), _vector(f"{attn}.v_bias", f"{ours}/value/bias", cfg)]
     if cfg.attention_kind == "disentangled":
         if "c2p" in cfg.relative_terms:
             (weight,) = hf.dense(f"{attn}.pos_proj", f"{ours}/kernel/position_key", (cfg.hidden_size,), heads,
                                  bias=False)
-            out.append(_bias_free(weight, f"{ours}/kernel/position_key/bias", heads, "pos_proj (c2p position keys)"))
+            out.append(_bias_free(weight, f"{ours}/kernel/position_key/bias", heads, "pos_proj (c2p position keys)",
+                                  cancels=True))
         if "p2c" in cfg.relative_terms:
             out += hf.dense(f"{attn}.pos_q_proj", f"{ours}/kernel/position_query", (cfg.hidden_size,), heads)
     return out

@@ -158,6 +158,31 @@ def test_the_discriminator_reads_table_plus_delta_which_exports_fold_in(gdes):
     np.testing.assert_allclose(plain, joint, rtol=0, atol=1e-6)
 
 
+@pytest.mark.parametrize("terms", ["c2p", "p2c", "c2p,p2c"])
+def test_scoring_by_distance_equals_gathering_each_pair(terms):
+    """Queries at 0..L-1 score the position terms once per distance and realign them (`skew`); any other queries
+    gather each pair's row. Both are the same numbers."""
+    from plmjax.layers.attention import AttentionInputs
+    from plmjax.layers.disentangled import DisentangledKernel, RelativeEmbeddings
+
+    cfg = config_lib.deberta(hidden_size=16, num_heads=2, max_length=32, position_buckets=8, position_terms=terms,
+                             share_position_keys=False).model
+    length = 11
+    q, k, v = (jax.random.normal(key, (2, length, 2, 8)) for key in jax.random.split(jax.random.key(0), 3))
+    positions = jnp.broadcast_to(jnp.arange(length), (2, length))
+    shared_module = RelativeEmbeddings(cfg)
+    shared_params = shared_module.init(jax.random.key(1), positions, positions[:1])
+    shared = shared_module.apply(shared_params, positions, positions[:1])
+
+    def run(aligned):
+        inputs = AttentionInputs(None, positions, positions[:1], None, shared, aligned)
+        kernel = DisentangledKernel(cfg)
+        variables = kernel.init(jax.random.key(2), q, k, v, inputs)
+        return kernel.apply(variables, q, k, v, inputs)[0]
+
+    np.testing.assert_allclose(run(True), run(False), rtol=0, atol=1e-5)
+
+
 @pytest.mark.parametrize("fields, message", [
     (dict(mask_decoder_passes=2), "needs model.position_kind=learned"),
     (dict(mask_decoder_passes=2, position_kind="learned", norm_position="pre"), "model.norm_position=post"),

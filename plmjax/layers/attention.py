@@ -36,6 +36,7 @@ class AttentionInputs:
     key_positions: jax.Array  # [batch|1, keys]; learned prefix keys are at -1
     key_mask: jax.Array | None = None  # [batch, keys], True on real keys; None: all real
     shared: Any = None  # what the stack's `Kernel.Shared` module returned (self-attention only)
+    aligned: bool = struct.field(pytree_node=False, default=False)  # queries and keys both at positions 0..L-1
 
     def with_prefix(self, length: int) -> AttentionInputs:
         """The inputs for `length` learned keys prepended to the keys (visible to every query)."""
@@ -43,7 +44,7 @@ class AttentionInputs:
             [jnp.full(self.key_positions.shape[:1] + (length,), -1, self.key_positions.dtype), self.key_positions], 1)
         key_mask = None if self.key_mask is None else jnp.pad(self.key_mask, [(0, 0), (length, 0)], constant_values=1)
         bias = None if self.bias is None else jnp.pad(self.bias, [(0, 0)] * 3 + [(length, 0)])
-        return self.replace(bias=bias, key_positions=key_positions, key_mask=key_mask)
+        return self.replace(bias=bias, key_positions=key_positions, key_mask=key_mask, aligned=False)
 
 
 @struct.dataclass

@@ -136,6 +136,7 @@ class TransformerStack(nn.Module):
         """
         cfg = self.cfg
         batch, length = x.shape[:2]
+        default_positions = positions is None
         if positions is None:
             positions = jnp.broadcast_to(jnp.arange(length), (batch, length))
         relpos = (
@@ -152,8 +153,9 @@ class TransformerStack(nn.Module):
             bias = attention_bias(key_mask, queries, key_length, self.causal, prefix_length)
             bias = bias if relpos is None else bias + relpos(queries, key_length)
             key_positions = jnp.arange(key_length)[None, :]
+            aligned = default_positions and query_positions is None and queries.shape[1] == key_length
             return AttentionInputs(bias, queries, key_positions, None if key_mask is None else key_mask.astype(bool),
-                                   None if shared is None else shared(queries, key_positions))
+                                   None if shared is None else shared(queries, key_positions), aligned)
 
         inputs = self_inputs(None, decode_length) if decode and decode_length else self_inputs(mask, length)
         cross_inputs = None

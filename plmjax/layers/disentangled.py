@@ -5,7 +5,9 @@ where r(i, j) is the (optionally log-bucketed) offset i - j shifted into a table
 embeddings shared by every layer, pk/pq are those rows projected by position key/query projections (the
 content ones with model.share_position_keys), and the c2p / p2c terms are switched by model.position_terms.
 Padded queries attend to nothing (all-zero weights), as DeBERTa's XSoftmax does. Queries may be a subset of the
-positions (the mask decoder's), each with its own rows.
+positions (the mask decoder's), each with its own rows, gathered. When queries and keys are the positions 0..L-1
+(`inputs.aligned`) the rows depend on i - j alone: the position terms are scored once per distance and realigned
+by a relative shift (`skew`), with no per-element gather, which XLA's TPU cost model put at 10x the step.
 """
 
 from __future__ import annotations
@@ -49,6 +51,15 @@ def relative_positions(cfg: ModelConfig, query_positions, key_positions):
     return relative
 
 
+def skew(scores):
+    """[..., L, 2L-1] -> [..., L, L]: out[i, j] = scores[i, j + L-1-i] (Transformer-XL's relative shift), by
+    flattening, slicing and reshaping alone: the rows of a distance-indexed score table, realigned to keys."""
+    length = scores.shape[-2]
+    flat = scores.reshape(scores.shape[:-2] + (length * (2 * length - 1),))
+    flat = flat[..., length - 1:length - 1 + length * (2 * length - 2)]
+    return flat.reshape(scores.shape[:-2] + (length, 2 * length - 2))[..., :length]
+
+
 class RelativeEmbeddings(nn.Module):
     """The stack's relative-position table (normed if asked) and each (query, key) pair's row in it."""
 
@@ -89,15 +100,31 @@ class DisentangledKernel(nn.Module):
         scale = math.sqrt(query.shape[-1] * (1 + len(terms)))
         logits = jnp.einsum("bqhd,bkhd->bhqk", query, key, preferred_element_type=jnp.float32)
         table = make_dropout(cfg)(table, deterministic=deterministic)
-        if "c2p" in terms:
+        length = key.shape[1]
+        by_distance = inputs.aligned and length > 1  # rows depend on i - j alone: no gather (see `skew`)
+        if by_distance:
+            distances = jnp.arange(length - 1, -length, -1)  # e -> i - j = L-1-e, for e = 0 .. 2L-2
+            distance_rows = jnp.clip(relative_positions(cfg, distances[None], jnp.zeros((1, 1), jnp.int32))[0, :, 0]
+                                     + span(cfg), 0, 2 * span(cfg) - 1)
+        if "c2p" in terms:  # q_i . pk[r(i, j)]
             position_key = self._project(table, "key")
-            scores = jnp.einsum("bqhd,rhd->bhqr", query, position_key, preferred_element_type=jnp.float32)
-            logits = logits + jnp.take_along_axis(scores, rows[:, None], axis=-1)
-        if "p2c" in terms:  # k_j . pq[r(i, j)]: gather along the keys' rows, then swap queries and keys
+            if by_distance:
+                scores = jnp.einsum("bqhd,ehd->bhqe", query, position_key[distance_rows],
+                                    preferred_element_type=jnp.float32)
+                logits = logits + skew(scores)
+            else:
+                scores = jnp.einsum("bqhd,rhd->bhqr", query, position_key, preferred_element_type=jnp.float32)
+                logits = logits + jnp.take_along_axis(scores, rows[:, None], axis=-1)
+        if "p2c" in terms:  # k_j . pq[r(i, j)]: along the keys' rows, then queries and keys swapped
             position_query = self._project(table, "query")
-            scores = jnp.einsum("bkhd,rhd->bhkr", key, position_query, preferred_element_type=jnp.float32)
-            logits = logits + jnp.swapaxes(jnp.take_along_axis(scores, jnp.swapaxes(rows, 1, 2)[:, None], axis=-1),
-                                           -1, -2)
+            if by_distance:  # rows by j - i: the distances reversed
+                scores = jnp.einsum("bkhd,ehd->bhke", key, position_query[distance_rows[::-1]],
+                                    preferred_element_type=jnp.float32)
+                logits = logits + jnp.swapaxes(skew(scores), -1, -2)
+            else:
+                scores = jnp.einsum("bkhd,rhd->bhkr", key, position_query, preferred_element_type=jnp.float32)
+                logits = logits + jnp.swapaxes(
+                    jnp.take_along_axis(scores, jnp.swapaxes(rows, 1, 2)[:, None], axis=-1), -1, -2)
         logits = logits / scale
         if inputs.bias is not None:
             logits = logits + inputs.bias

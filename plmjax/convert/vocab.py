@@ -3,18 +3,21 @@
 Read, in order of preference: an HF `tokenizer.json` (any WordPiece, BPE or Unigram one), a
 BERT `vocab.txt` (Google's TF1 releases and old HF ones), an ALBERT release's SentencePiece
 `spiece.model`, rebuilt as the tokenizer.json transformers' AlbertTokenizer makes of it (a T5
-release's spiece.model is read as it is instead, with its sentinels), or a DeBERTa v2/v3 release's
+release's spiece.model is read as it is instead, with its sentinels), a DeBERTa v2/v3 release's
 SentencePiece `spm.model`, rebuilt as transformers 5's DebertaV2Tokenizer makes it (with the release's
-tokenizer_config.json do_lower_case, split_by_punct and add_prefix_space). A released tokenizer.json may
+tokenizer_config.json do_lower_case, split_by_punct and add_prefix_space), or a DeBERTa v1 release's GPT-2
+byte-level BPE `vocab.json` + `merges.txt`, rebuilt as transformers 5's DebertaTokenizer makes it (with
+tokenizer_config.json's add_prefix_space and the flags it gives added tokens). A released tokenizer.json may
 fix a padding length or truncation for its original pipeline; both are removed, since plmjax pads
 and truncates its own batches. An ALBERT or DeBERTa vocabulary without [CLS] [SEP] [MASK] is refused, and
-so is a DeBERTa spm.model lacking one of the [PAD] [CLS] [SEP] [UNK] pieces DeBERTa's own hold.
+so is a DeBERTa spm.model or vocab.json lacking one of the [PAD] [CLS] [SEP] [UNK] pieces DeBERTa's own hold.
 """
 
 from __future__ import annotations
 
 import json
 import pathlib
+from collections.abc import Mapping, Sequence
 
 import tokenizers
 from tokenizers import decoders, models, normalizers, pre_tokenizers, processors
@@ -34,12 +37,15 @@ def release_tokenizer(directory: str | pathlib.Path) -> Tokenizer | None:
         hf = albert_from_spm(directory / "spiece.model", **_albert_options(directory))
     elif (directory / "spm.model").is_file() and _model_type(directory) == "deberta-v2":
         hf = deberta_from_spm(directory / "spm.model", **_deberta_options(directory))
-        _check_specials(hf, directory, "DeBERTa", own_pieces=("[PAD]", "[CLS]", "[SEP]", "[UNK]"))
+        _check_specials(hf, directory, "DeBERTa", own_pieces=DEBERTA_PIECES)
+    elif all((directory / name).is_file() for name in BPE_FILES) and _model_type(directory) == "deberta":
+        hf = deberta_from_bpe(*(directory / name for name in BPE_FILES), **_deberta_bpe_options(directory))
+        _check_specials(hf, directory, "DeBERTa", own_pieces=DEBERTA_PIECES, source="vocab.json")
     else:
         return None
     hf.no_padding()
     hf.no_truncation()
-    family = {"albert": "ALBERT", "deberta-v2": "DeBERTa"}.get(_model_type(directory))
+    family = {"albert": "ALBERT", "deberta": "DeBERTa", "deberta-v2": "DeBERTa"}.get(_model_type(directory))
     if family:
         _check_specials(hf, directory, family)
     return Tokenizer(hf)
@@ -86,6 +92,10 @@ ALBERT_SPECIALS = ("<pad>", "<unk>", "[CLS]", "[SEP]", "[MASK]")
 # bos, eos, unk, sep, pad, cls, mask attributes). DeBERTa's spm.model holds [PAD]=0 [CLS]=1 [SEP]=2 [UNK]=3
 # and no [MASK], which comes right after its pieces.
 DEBERTA_SPECIALS = ("[CLS]", "[SEP]", "[UNK]", "[PAD]", "[MASK]")
+# The special tokens DeBERTa's own vocabularies hold among their pieces: v2/v3's spm.model at 0-3, v1's vocab.json
+# (microsoft/deberta-base's: GPT-2's byte-level BPE in RoBERTa's id order, [PAD]=0 [CLS]=1 [SEP]=2 [UNK]=3).
+DEBERTA_PIECES = ("[PAD]", "[CLS]", "[SEP]", "[UNK]")
+BPE_FILES = ("vocab.json", "merges.txt")  # a byte-level BPE's vocabulary and merges, as GPT-2 ships them
 _FRAMING = ("[CLS]", "[SEP]", "[MASK]")  # what masked-LM training and fine-tuning frame and mask sequences with
 
 
@@ -105,10 +115,36 @@ def _deberta_options(directory: pathlib.Path) -> dict[str, bool]:
             "add_prefix_space": bool(config.get("add_prefix_space", True))}
 
 
+def _deberta_bpe_options(directory: pathlib.Path) -> dict:
+    """DebertaTokenizer's options from tokenizer_config.json, as transformers reads them: add_prefix_space (default
+    False); its added_tokens_decoder, in id order; and the flags of the special tokens it describes, by name -- in
+    added_tokens_decoder, else as a special token (mask_token, ...) given as an AddedToken (as transformers 4 saved
+    them, [MASK] with lstrip), in a legacy special_tokens_map.json or tokenizer_config.json."""
+    config = _tokenizer_config(directory)
+    decoder = config.get("added_tokens_decoder") or {}
+    named = [value for key, value in config.items()
+             if key.endswith("_token") and isinstance(value, dict) and value.get("__type") == "AddedToken"]
+    legacy = directory / "special_tokens_map.json"
+    if not decoder and legacy.is_file():  # transformers reads it only without added_tokens_decoder
+        named += [value for value in json.loads(legacy.read_text()).values() if isinstance(value, dict)]
+    added = [tokenizers.AddedToken(**decoder[i]) for i in sorted(decoder, key=int)]
+    tokens = [tokenizers.AddedToken(**{k: v for k, v in fields.items() if k != "__type"}) for fields in named]
+    return {"add_prefix_space": bool(config.get("add_prefix_space", False)), "added_tokens": added,
+            "specials": {token.content: token for token in tokens + added}}
+
+
+def _special_token(content: str, flags: tokenizers.AddedToken | None = None) -> tokenizers.AddedToken:
+    """`content` as a special token matched on the raw text, or with the flags (lstrip, ...) of `flags`."""
+    if flags is None:
+        return tokenizers.AddedToken(content, normalized=False, special=True)
+    return tokenizers.AddedToken(content, single_word=flags.single_word, lstrip=flags.lstrip, rstrip=flags.rstrip,
+                                 normalized=flags.normalized, special=True)
+
+
 def _check_specials(hf: tokenizers.Tokenizer, directory: pathlib.Path, family: str,
-                    own_pieces: tuple[str, ...] = ()) -> None:
+                    own_pieces: tuple[str, ...] = (), source: str = "SentencePiece model") -> None:
     """Refuse a `family` tokenizer without [CLS] [SEP] [MASK], or whose `own_pieces` are not pieces of its
-    model but tokens appended after them."""
+    model (read from its `source`) but tokens appended after them."""
     missing = [token for token in _FRAMING if hf.token_to_id(token) is None]
     if missing:
         raise ValueError(f"the {family} tokenizer in {str(directory)!r} lacks the special tokens {missing} "
@@ -117,7 +153,7 @@ def _check_specials(hf: tokenizers.Tokenizer, directory: pathlib.Path, family: s
     appended = [token for token in own_pieces if (hf.token_to_id(token) or 0) >= pieces]
     if appended:
         raise ValueError(
-            f"the {family} SentencePiece model in {str(directory)!r} lacks the special tokens {appended} among its "
+            f"the {family} {source} in {str(directory)!r} lacks the special tokens {appended} among its "
             f"pieces ({family}'s own hold {' '.join(own_pieces)}): appended after the pieces, as transformers "
             "would, their ids need not be those the checkpoint was trained with")
 
@@ -151,16 +187,17 @@ def _spm_unigram(proto, unk_id: int) -> tokenizers.Tokenizer:
 def _add_spm_tokens(hf: tokenizers.Tokenizer, proto, special: list[str]) -> None:
     """As transformers: `special` are special tokens (a name that is not a piece gets the next free id, in
     order), the model's other user-defined pieces plain added tokens; all matched on the raw text."""
-    hf.add_special_tokens([tokenizers.AddedToken(t, normalized=False, special=True) for t in special])
+    hf.add_special_tokens([_special_token(t) for t in special])
     hf.add_tokens([tokenizers.AddedToken(p.piece, normalized=False) for p in proto.pieces
                    if p.type == proto.SentencePiece.USER_DEFINED and p.piece not in special])
 
 
-def _cls_sep_framing(cls_id: int, sep_id: int) -> processors.TemplateProcessing:
-    """[CLS] A [SEP], and [CLS] A [SEP] B [SEP] with B's part (its [SEP] too) in segment 1."""
-    return processors.TemplateProcessing(
-        single="[CLS]:0 $A:0 [SEP]:0", pair="[CLS]:0 $A:0 [SEP]:0 $B:1 [SEP]:1",
-        special_tokens=[("[CLS]", cls_id), ("[SEP]", sep_id)])
+def _cls_sep_framing(cls_id: int, sep_id: int, double_sep: bool = False) -> processors.TemplateProcessing:
+    """[CLS] A [SEP], and [CLS] A [SEP] B [SEP] with B's part (its [SEP] too) in segment 1 -- or, `double_sep`,
+    RoBERTa's [CLS] A [SEP] [SEP] B [SEP], all of it in segment 0."""
+    pair = "[CLS]:0 $A:0 [SEP]:0 [SEP]:0 $B:0 [SEP]:0" if double_sep else "[CLS]:0 $A:0 [SEP]:0 $B:1 [SEP]:1"
+    return processors.TemplateProcessing(single="[CLS]:0 $A:0 [SEP]:0", pair=pair,
+                                         special_tokens=[("[CLS]", cls_id), ("[SEP]", sep_id)])
 
 
 def albert_from_spm(path: str | pathlib.Path, lowercase: bool = True,
@@ -221,4 +258,27 @@ def deberta_from_spm(path: str | pathlib.Path, lowercase: bool = False, split_by
                                 if p.type == proto.SentencePiece.CONTROL or p.piece in DEBERTA_SPECIALS]
                     + [t for t in DEBERTA_SPECIALS if t not in pieces])
     hf.post_processor = _cls_sep_framing(hf.token_to_id("[CLS]"), hf.token_to_id("[SEP]"))
+    return hf
+
+
+def deberta_from_bpe(vocab_path: str | pathlib.Path, merges_path: str | pathlib.Path, add_prefix_space: bool = False,
+                     added_tokens: Sequence[tokenizers.AddedToken] = (),
+                     specials: Mapping[str, tokenizers.AddedToken] | None = None) -> tokenizers.Tokenizer:
+    """The tokenizer transformers 5's DebertaTokenizer builds from a DeBERTa v1 release's GPT-2 byte-level BPE
+    vocab.json + merges.txt: a BPE model of them with no dropout, unknown token, subword prefix or suffix; no
+    normalization; GPT-2's byte-level split (a space before the text's first word if `add_prefix_space`) and
+    decoding; [CLS] text [SEP] framing, and [CLS] A [SEP] [SEP] B [SEP] for pairs, all in segment 0 (transformers
+    4 and microsoft/DeBERTa framed a pair [CLS] A [SEP] B [SEP], B in segment 1). `added_tokens` (a
+    tokenizer_config.json's added_tokens_decoder) are added first, in order; then [CLS] [SEP] [UNK] [PAD] [MASK]
+    are special tokens matched on the raw text, or with the flags (lstrip, ...) `specials` gives them by name -- by
+    default [MASK] does not take the space before it, though DebertaTokenizer's docstring says it does --, those
+    the vocabulary lacks appended after it in that order."""
+    vocab, merges = models.BPE.read_file(str(vocab_path), str(merges_path))
+    hf = tokenizers.Tokenizer(models.BPE(vocab, merges, dropout=None, unk_token=None, continuing_subword_prefix="",
+                                         end_of_word_suffix="", fuse_unk=False))
+    hf.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=add_prefix_space, use_regex=True)
+    hf.decoder = decoders.ByteLevel()
+    hf.add_tokens(list(added_tokens))
+    hf.add_special_tokens([_special_token(t, (specials or {}).get(t)) for t in DEBERTA_SPECIALS])
+    hf.post_processor = _cls_sep_framing(hf.token_to_id("[CLS]"), hf.token_to_id("[SEP]"), double_sep=True)
     return hf

@@ -29,11 +29,11 @@ SPECIAL_TOKENS = {
 # A byte BPE for masked-LM encoders, in RoBERTa's id order (pad 1, so learned positions start at 2).
 ENCODER_BPE_TOKENS = {"cls": "<s>", "pad": "<pad>", "sep": "</s>", "unk": "<unk>", "mask": "<mask>"}
 # Names that give a role in any kind, tried after the kind's own: RoBERTa's <s> </s> <mask>, ALBERT's
-# [CLS] [SEP] [MASK], T5's </s>, GPT-2's single <|endoftext|>, which HF also makes its unk and, by
-# convention, its pad, and DeBERTa v2/v3's SentencePiece [PAD] [UNK]. A tokenizer with no end-of-sequence token
-# of its own ends sequences with its separator.
-RELEASED_NAMES = {"eos": ("</s>", "<|endoftext|>"), "pad": ("<|endoftext|>", "[PAD]"),
-                  "unk": ("<|endoftext|>", "[UNK]"), "cls": ("[CLS]", "<s>"), "sep": ("[SEP]", "</s>"),
+# [CLS] [SEP] [MASK], T5's </s>, GPT-2's single <|endoftext|>, which HF also makes its eos, unk and, by
+# convention, its pad (after [SEP], [PAD] and [UNK]: DeBERTa v1's GPT-2 vocabulary holds both kinds), and DeBERTa
+# v2/v3's SentencePiece [PAD] [UNK]. A tokenizer with no end-of-sequence token of its own ends sequences with [SEP].
+RELEASED_NAMES = {"eos": ("</s>", "[SEP]", "<|endoftext|>"), "pad": ("[PAD]", "<|endoftext|>"),
+                  "unk": ("[UNK]", "<|endoftext|>"), "cls": ("[CLS]", "<s>"), "sep": ("[SEP]", "</s>"),
                   "mask": ("[MASK]", "<mask>")}
 _MODEL_KINDS = {"WordPiece": "wordpiece", "BPE": "bpe", "Unigram": "unigram"}
 
@@ -58,8 +58,6 @@ class Tokenizer:
         missing = [token for role, token in required.items() if ids[role] is None]
         if missing:
             raise ValueError(f"{kind} tokenizer lacks the special tokens {missing}")
-        if ids["eos"] is None:
-            ids["eos"] = ids["sep"]
         if ids["eos"] is None:
             raise ValueError(f"{kind} tokenizer has no end-of-sequence token (</s>, <|endoftext|> or [SEP])")
         self.hf = hf

@@ -17,6 +17,7 @@ import numpy as np
 import pytest
 import torch
 import transformers
+from deberta_reference import TOL, assert_parity, hf_outputs, inputs, plmjax_outputs
 from hf_reference import maxdiff, perturbed, state_dict
 from pydoc_data.topics import topics
 from transformers.models.deberta_v2 import modeling_deberta_v2
@@ -27,7 +28,6 @@ from plmjax.data.tokenizer import Tokenizer
 from plmjax.layers.disentangled import log_bucket_position
 from plmjax.models import encoder
 
-TOL = 1e-4
 BASE = dict(vocab_size=99, hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=40,
             max_position_embeddings=64, relative_attention=True, type_vocab_size=0, position_biased_input=False)
 CASES = {
@@ -43,40 +43,6 @@ CASES = {
 HEADS = {"masked_lm": "DebertaV2ForMaskedLM", "sequence_classification": "DebertaV2ForSequenceClassification",
          "token_classification": "DebertaV2ForTokenClassification",
          "span_extraction": "DebertaV2ForQuestionAnswering", "encoder": "DebertaV2Model"}
-
-
-def _inputs(length: int = 30, vocab: int = 99):
-    rng = np.random.RandomState(0)
-    ids = rng.randint(1, vocab, (2, length))
-    mask = np.ones_like(ids)
-    mask[1, 20:], ids[1, 20:] = 0, 0
-    segments = np.zeros_like(ids)
-    segments[:, 12:] = 1
-    return ids, segments, mask
-
-
-def _hf(model, ids, segments, mask):
-    kwargs = dict(attention_mask=torch.tensor(mask), output_hidden_states=True)
-    if model.config.type_vocab_size:
-        kwargs["token_type_ids"] = torch.tensor(segments)
-    with torch.no_grad():
-        return model(torch.tensor(ids), **kwargs)
-
-
-def _ours(cfg, head, params, ids, segments, mask):
-    module = hf.module_for(cfg, head)(cfg)
-    return module.apply({"params": params}, jnp.asarray(ids), jnp.asarray(segments), jnp.asarray(mask))
-
-
-def _outputs(head, ours, theirs):
-    """(name, ours, HF's) pairs to compare for a head."""
-    if head == "masked_lm":
-        return [("hidden", ours["hidden"], theirs.hidden_states[-1]), ("logits", ours["mlm_logits"], theirs.logits)]
-    if head == "encoder":
-        return [("hidden", ours["hidden"], theirs.last_hidden_state)]
-    if head == "span_extraction":
-        return [("start", ours["start_logits"], theirs.start_logits), ("end", ours["end_logits"], theirs.end_logits)]
-    return [("logits", ours, theirs.logits)]
 
 
 @pytest.fixture(scope="module", params=list(CASES))
@@ -98,14 +64,7 @@ def test_head_parity_and_round_trip(case, head):
     assert hf.head_from_hf(model) == head and hf.model_type_for(cfg) == "deberta-v2"
     original = state_dict(model)
     params = hf.params_from_hf("deberta-v2", original, cfg, head)
-    ids, segments, mask = _inputs()
-    ours, theirs = _ours(cfg, head, params, ids, segments, mask), _hf(model, ids, segments, mask)
-    real = mask.astype(bool)
-    for what, a, b in _outputs(head, ours, theirs):
-        a, b = np.asarray(a), b.numpy()
-        if a.ndim >= 2 and a.shape[:2] == real.shape:  # per-token outputs: the real tokens
-            a, b = a[real], b[real]
-        assert maxdiff(a, b) <= TOL, (name, head, what)
+    assert_parity(cfg, head, params, model, *inputs(), label=name)
 
     back = hf.params_to_hf("deberta-v2", params, cfg, head)
     assert sorted(back) == sorted(k for k in original if k != "deberta.embeddings.position_ids")
@@ -147,8 +106,8 @@ def test_v3_checkpoint_naming_and_its_extra_keys():
                               "mask_predictions.dense.weight": np.zeros((32, 32), np.float32)})
     cfg = hf.config_from_hf(config)
     params = hf.params_from_hf("deberta-v2", extra, cfg, "masked_lm")
-    ids, segments, mask = _inputs()
-    ours, theirs = _ours(cfg, "masked_lm", params, ids, segments, mask), _hf(model, ids, segments, mask)
+    ids, segments, mask = inputs()
+    ours, theirs = plmjax_outputs(cfg, "masked_lm", params, ids, segments, mask), hf_outputs(model, ids, segments, mask)
     assert maxdiff(np.asarray(ours["mlm_logits"])[mask.astype(bool)], theirs.logits.numpy()[mask.astype(bool)]) <= TOL
 
 
@@ -176,9 +135,9 @@ def test_convert_cli_from_hf_and_back(tmp_path):
     loaded = directory.load(out)
     assert loaded.head == "masked_lm" and type(loaded.module()) is encoder.EncoderForMaskedLM
     assert loaded.config.objective.kind == "mlm" and loaded.config.model.attention_kind == "disentangled"
-    ids, segments, mask = _inputs(vocab=tokenizer.vocab_size)
+    ids, segments, mask = inputs(vocab=tokenizer.vocab_size)
     ours = loaded.module().apply({"params": loaded.params}, ids, segments, mask)["mlm_logits"]
-    theirs = _hf(model, ids, segments, mask).logits
+    theirs = hf_outputs(model, ids, segments, mask).logits
     assert maxdiff(np.asarray(ours)[mask.astype(bool)], theirs.numpy()[mask.astype(bool)]) <= TOL
 
     assert main(["convert", "--to", "hf", out, "--out", str(back)]) == 0
@@ -188,4 +147,4 @@ def test_convert_cli_from_hf_and_back(tmp_path):
         np.testing.assert_array_equal(exported[k], original[k], err_msg=k)
     assert json.loads((back / "config.json").read_text())["architectures"] == ["DebertaV2ForMaskedLM"]
     again = transformers.DebertaV2ForMaskedLM.from_pretrained(back).eval()
-    np.testing.assert_array_equal(_hf(again, ids, segments, mask).logits.numpy(), theirs.numpy())
+    np.testing.assert_array_equal(hf_outputs(again, ids, segments, mask).logits.numpy(), theirs.numpy())

@@ -18,6 +18,7 @@ import numpy as np
 import pytest
 import torch
 import transformers
+from deberta_reference import TOL, assert_parity, hf_outputs, inputs
 from hf_reference import maxdiff, perturbed, state_dict
 from pydoc_data.topics import topics
 
@@ -26,7 +27,6 @@ from plmjax.convert import directory, hf
 from plmjax.data.tokenizer import Tokenizer
 from plmjax.models import encoder
 
-TOL = 1e-4
 BASE = dict(vocab_size=99, hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=40,
             max_position_embeddings=64, relative_attention=True)
 # Sequences are 30 long: max_relative_positions -1 (64) and 20 slice HF's table to 2 * 30 rows; 6 clamps offsets.
@@ -53,50 +53,6 @@ def _model(case: str, head: str, seed: int = 0, **extra):
     return perturbed(getattr(transformers, HEADS[head])(_config(case, head, **extra)), seed)
 
 
-def _inputs(length: int = 30, vocab: int = 99):
-    rng = np.random.RandomState(0)
-    ids = rng.randint(1, vocab, (2, length))
-    mask = np.ones_like(ids)
-    mask[1, 20:], ids[1, 20:] = 0, 0
-    segments = np.zeros_like(ids)
-    segments[:, 12:] = 1
-    return ids, segments, mask
-
-
-def _hf(model, ids, segments, mask):
-    kwargs = dict(attention_mask=torch.tensor(mask), output_hidden_states=True)
-    if model.config.type_vocab_size:
-        kwargs["token_type_ids"] = torch.tensor(segments)
-    with torch.no_grad():
-        return model(torch.tensor(ids), **kwargs)
-
-
-def _ours(cfg, head, params, ids, segments, mask):
-    module = hf.module_for(cfg, head)(cfg)
-    return module.apply({"params": params}, jnp.asarray(ids), jnp.asarray(segments), jnp.asarray(mask))
-
-
-def _outputs(head, ours, theirs):
-    """(name, ours, HF's) pairs to compare for a head."""
-    if head == "masked_lm":
-        return [("hidden", ours["hidden"], theirs.hidden_states[-1]), ("logits", ours["mlm_logits"], theirs.logits)]
-    if head == "encoder":
-        return [("hidden", ours["hidden"], theirs.last_hidden_state)]
-    if head == "span_extraction":
-        return [("start", ours["start_logits"], theirs.start_logits), ("end", ours["end_logits"], theirs.end_logits)]
-    return [("logits", ours, theirs.logits)]
-
-
-def _assert_parity(cfg, head, params, model, ids, segments, mask, label):
-    ours, theirs = _ours(cfg, head, params, ids, segments, mask), _hf(model, ids, segments, mask)
-    real = mask.astype(bool)
-    for what, a, b in _outputs(head, ours, theirs):
-        a, b = np.asarray(a), b.numpy()
-        if a.ndim >= 2 and a.shape[:2] == real.shape:  # per-token outputs: the real tokens
-            a, b = a[real], b[real]
-        assert maxdiff(a, b) <= TOL, (label, head, what, maxdiff(a, b))
-
-
 def _pairs():
     """Every head under the base-like switches, each other relative case under two heads (each head twice in all),
     and relative attention off (in_proj without position projections) once."""
@@ -120,7 +76,7 @@ def test_head_parity_and_round_trip(case, head):
     assert not np.any(attention["key"]["bias"])
     if "c2p" in cfg.relative_terms:
         assert not np.any(attention["kernel"]["position_key"]["bias"])
-    _assert_parity(cfg, head, params, model, *_inputs(), label=case)
+    assert_parity(cfg, head, params, model, *inputs(), label=case)
 
     back = hf.params_to_hf("deberta", params, cfg, head)
     assert sorted(back) == sorted(original)
@@ -157,7 +113,7 @@ def test_legacy_false_head_and_scanned_layers():
     assert "lm_predictions.lm_head.bias" in original
     cfg = hf.config_from_hf(model.config)
     params = hf.params_from_hf("deberta", original, cfg, "masked_lm")
-    _assert_parity(cfg, "masked_lm", params, model, *_inputs(), label="legacy=False")
+    assert_parity(cfg, "masked_lm", params, model, *inputs(), label="legacy=False")
 
     plain = state_dict(_model("both_positions_in_input", "sequence_classification", seed=6))
     scanned = dataclasses.replace(hf.config_from_hf(_config("both_positions_in_input", "sequence_classification")),
@@ -203,7 +159,7 @@ def test_what_v1_cannot_hold_is_refused():
     params = hf.params_from_hf("deberta", state_dict(_model("base_like", "masked_lm")), cfg, "masked_lm")
     hf.params_to_hf("deberta", params, cfg, "masked_lm")  # zero biases: fine
     attention = params["encoder"]["stack"]["layers_1"]["self_attention"]
-    ids = torch.tensor(_inputs()[0])
+    ids = torch.tensor(inputs()[0])
     for bias in (attention["key"], attention["kernel"]["position_key"]):
         bias["bias"] = bias["bias"].copy()
         bias["bias"][2, 5] = -0.0625
@@ -234,9 +190,9 @@ def test_convert_cli_from_hf_and_back(tmp_path):
     loaded = directory.load(out)
     assert loaded.head == "masked_lm" and type(loaded.module()) is encoder.EncoderForMaskedLM
     assert loaded.config.objective.kind == "mlm" and loaded.config.model.attention_kind == "disentangled"
-    ids, segments, mask = _inputs(vocab=tokenizer.vocab_size)
+    ids, segments, mask = inputs(vocab=tokenizer.vocab_size)
     ours = loaded.module().apply({"params": loaded.params}, ids, segments, mask)["mlm_logits"]
-    theirs = _hf(model, ids, segments, mask).logits
+    theirs = hf_outputs(model, ids, segments, mask).logits
     assert maxdiff(np.asarray(ours)[mask.astype(bool)], theirs.numpy()[mask.astype(bool)]) <= TOL
 
     assert main(["convert", "--to", "hf", out, "--out", str(back)]) == 0
@@ -249,4 +205,4 @@ def test_convert_cli_from_hf_and_back(tmp_path):
     assert not {"share_att_key", "position_buckets", "norm_rel_ebd"} & set(written)
     again = transformers.AutoModelForMaskedLM.from_pretrained(back).eval()
     assert type(again) is transformers.DebertaForMaskedLM
-    np.testing.assert_array_equal(_hf(again, ids, segments, mask).logits.numpy(), theirs.numpy())
+    np.testing.assert_array_equal(hf_outputs(again, ids, segments, mask).logits.numpy(), theirs.numpy())

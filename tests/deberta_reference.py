@@ -1,12 +1,19 @@
 """What the DeBERTa parity tests share: inputs with padding and two segments, HF's and plmjax's outputs for a head,
 and the comparison on real tokens."""
 
+import json
+
 import jax.numpy as jnp
 import numpy as np
 import torch
-from hf_reference import maxdiff
+import transformers
+from hf_reference import maxdiff, perturbed
+from pydoc_data.topics import topics
 
-from plmjax.convert import hf
+from plmjax.cli import main
+from plmjax.convert import directory, hf
+from plmjax.data.tokenizer import Tokenizer
+from plmjax.models import encoder
 
 TOL = 1e-4
 
@@ -53,3 +60,34 @@ def assert_parity(cfg, head, params, model, ids, segments, mask, label):
         if a.ndim >= 2 and a.shape[:2] == real.shape:  # per-token outputs: the real tokens
             a, b = a[real], b[real]
         assert maxdiff(a, b) <= TOL, (label, head, what, maxdiff(a, b))
+
+
+def assert_converts_both_ways(tmp_path, model_class, config) -> dict:
+    """A `model_class` (an HF *ForMaskedLM) of `config` saved with a tokenizer.json, through `plmjax convert --from hf`
+    (a disentangled masked-LM model computing HF's logits) and `--to hf` (the same tensors, reloaded by transformers
+    computing the same logits); returns the written config.json."""
+    tokenizer = Tokenizer.train(list(topics.values())[:20], "wordpiece", 300)
+    model = perturbed(model_class(config(tokenizer.vocab_size)), 3)
+    hf_dir, out, back = tmp_path / "release", str(tmp_path / "converted"), tmp_path / "back"
+    model.save_pretrained(hf_dir)
+    tokenizer.save(hf_dir / "tokenizer.json")
+    assert main(["convert", "--from", "hf", str(hf_dir), "--out", out]) == 0
+    loaded = directory.load(out)
+    assert loaded.head == "masked_lm" and type(loaded.module()) is encoder.EncoderForMaskedLM
+    assert loaded.config.objective.kind == "mlm" and loaded.config.model.attention_kind == "disentangled"
+    ids, segments, mask = inputs(vocab=tokenizer.vocab_size)
+    ours = loaded.module().apply({"params": loaded.params}, ids, segments, mask)["mlm_logits"]
+    theirs = hf_outputs(model, ids, segments, mask).logits
+    assert maxdiff(np.asarray(ours)[mask.astype(bool)], theirs.numpy()[mask.astype(bool)]) <= TOL
+
+    assert main(["convert", "--to", "hf", out, "--out", str(back)]) == 0
+    original, exported = hf.read_state_dict(hf_dir), hf.read_state_dict(back)
+    assert sorted(exported) == sorted(original)
+    for k in original:
+        np.testing.assert_array_equal(exported[k], original[k], err_msg=k)
+    written = json.loads((back / "config.json").read_text())
+    assert written["architectures"] == [model_class.__name__]
+    again = transformers.AutoModelForMaskedLM.from_pretrained(back).eval()
+    assert type(again) is model_class
+    np.testing.assert_array_equal(hf_outputs(again, ids, segments, mask).logits.numpy(), theirs.numpy())
+    return written

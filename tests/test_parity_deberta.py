@@ -10,23 +10,18 @@ compared on real tokens: HF zeroes padded positions' attention, which only those
 
 from __future__ import annotations
 
-import json
 
 import jax.numpy as jnp
 import numpy as np
 import pytest
 import torch
 import transformers
-from deberta_reference import TOL, assert_parity, hf_outputs, inputs, plmjax_outputs
+from deberta_reference import TOL, assert_converts_both_ways, assert_parity, hf_outputs, inputs, plmjax_outputs
 from hf_reference import maxdiff, perturbed, state_dict
-from pydoc_data.topics import topics
 from transformers.models.deberta_v2 import modeling_deberta_v2
 
-from plmjax.cli import main
-from plmjax.convert import deberta, directory, hf
-from plmjax.data.tokenizer import Tokenizer
+from plmjax.convert import deberta, hf
 from plmjax.layers.disentangled import log_bucket_position
-from plmjax.models import encoder
 
 BASE = dict(vocab_size=99, hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=40,
             max_position_embeddings=64, relative_attention=True, type_vocab_size=0, position_biased_input=False)
@@ -125,26 +120,6 @@ def test_what_plmjax_cannot_hold_is_refused():
 
 
 def test_convert_cli_from_hf_and_back(tmp_path):
-    tokenizer = Tokenizer.train(list(topics.values())[:20], "wordpiece", 300)
-    config = transformers.DebertaV2Config(**{**BASE, **CASES["v3"], "vocab_size": tokenizer.vocab_size})
-    model = perturbed(transformers.DebertaV2ForMaskedLM(config), 3)
-    hf_dir, out, back = tmp_path / "release", str(tmp_path / "converted"), tmp_path / "back"
-    model.save_pretrained(hf_dir)
-    tokenizer.save(hf_dir / "tokenizer.json")
-    assert main(["convert", "--from", "hf", str(hf_dir), "--out", out]) == 0
-    loaded = directory.load(out)
-    assert loaded.head == "masked_lm" and type(loaded.module()) is encoder.EncoderForMaskedLM
-    assert loaded.config.objective.kind == "mlm" and loaded.config.model.attention_kind == "disentangled"
-    ids, segments, mask = inputs(vocab=tokenizer.vocab_size)
-    ours = loaded.module().apply({"params": loaded.params}, ids, segments, mask)["mlm_logits"]
-    theirs = hf_outputs(model, ids, segments, mask).logits
-    assert maxdiff(np.asarray(ours)[mask.astype(bool)], theirs.numpy()[mask.astype(bool)]) <= TOL
-
-    assert main(["convert", "--to", "hf", out, "--out", str(back)]) == 0
-    original, exported = hf.read_state_dict(hf_dir), hf.read_state_dict(back)
-    assert sorted(exported) == sorted(original)
-    for k in original:
-        np.testing.assert_array_equal(exported[k], original[k], err_msg=k)
-    assert json.loads((back / "config.json").read_text())["architectures"] == ["DebertaV2ForMaskedLM"]
-    again = transformers.DebertaV2ForMaskedLM.from_pretrained(back).eval()
-    np.testing.assert_array_equal(hf_outputs(again, ids, segments, mask).logits.numpy(), theirs.numpy())
+    written = assert_converts_both_ways(tmp_path, transformers.DebertaV2ForMaskedLM, lambda vocab: transformers.DebertaV2Config(
+        **{**BASE, **CASES["v3"], "vocab_size": vocab}))
+    assert written["model_type"] == "deberta-v2"

@@ -11,20 +11,16 @@ cannot pass. Outputs are compared on real tokens: HF's padded queries attend uni
 from __future__ import annotations
 
 import dataclasses
-import json
 
 import jax.numpy as jnp
 import numpy as np
 import pytest
 import torch
 import transformers
-from deberta_reference import TOL, assert_parity, hf_outputs, inputs
+from deberta_reference import TOL, assert_converts_both_ways, assert_parity, inputs
 from hf_reference import maxdiff, perturbed, state_dict
-from pydoc_data.topics import topics
 
-from plmjax.cli import main
-from plmjax.convert import directory, hf
-from plmjax.data.tokenizer import Tokenizer
+from plmjax.convert import hf
 from plmjax.models import encoder
 
 BASE = dict(vocab_size=99, hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=40,
@@ -180,29 +176,7 @@ def test_what_v1_cannot_hold_is_refused():
 
 
 def test_convert_cli_from_hf_and_back(tmp_path):
-    tokenizer = Tokenizer.train(list(topics.values())[:20], "wordpiece", 300)
-    config = transformers.DebertaConfig(**{**BASE, **CASES["base_like"], "vocab_size": tokenizer.vocab_size})
-    model = perturbed(transformers.DebertaForMaskedLM(config), 3)
-    hf_dir, out, back = tmp_path / "release", str(tmp_path / "converted"), tmp_path / "back"
-    model.save_pretrained(hf_dir)
-    tokenizer.save(hf_dir / "tokenizer.json")
-    assert main(["convert", "--from", "hf", str(hf_dir), "--out", out]) == 0
-    loaded = directory.load(out)
-    assert loaded.head == "masked_lm" and type(loaded.module()) is encoder.EncoderForMaskedLM
-    assert loaded.config.objective.kind == "mlm" and loaded.config.model.attention_kind == "disentangled"
-    ids, segments, mask = inputs(vocab=tokenizer.vocab_size)
-    ours = loaded.module().apply({"params": loaded.params}, ids, segments, mask)["mlm_logits"]
-    theirs = hf_outputs(model, ids, segments, mask).logits
-    assert maxdiff(np.asarray(ours)[mask.astype(bool)], theirs.numpy()[mask.astype(bool)]) <= TOL
-
-    assert main(["convert", "--to", "hf", out, "--out", str(back)]) == 0
-    original, exported = hf.read_state_dict(hf_dir), hf.read_state_dict(back)
-    assert sorted(exported) == sorted(original)
-    for k in original:
-        np.testing.assert_array_equal(exported[k], original[k], err_msg=k)
-    written = json.loads((back / "config.json").read_text())
-    assert written["model_type"] == "deberta" and written["architectures"] == ["DebertaForMaskedLM"]
+    written = assert_converts_both_ways(tmp_path, transformers.DebertaForMaskedLM, lambda vocab: transformers.DebertaConfig(
+        **{**BASE, **CASES["base_like"], "vocab_size": vocab}))
+    assert written["model_type"] == "deberta"
     assert not {"share_att_key", "position_buckets", "norm_rel_ebd"} & set(written)
-    again = transformers.AutoModelForMaskedLM.from_pretrained(back).eval()
-    assert type(again) is transformers.DebertaForMaskedLM
-    np.testing.assert_array_equal(hf_outputs(again, ids, segments, mask).logits.numpy(), theirs.numpy())

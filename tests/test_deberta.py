@@ -99,7 +99,8 @@ def test_the_mask_decoder_reads_absolute_positions_and_adds_no_parameters(emd):
     np.testing.assert_array_equal(hidden, plain_hidden)
     assert np.abs(logits - plain_logits).max() > 1e-2
     permuted = jax.tree.map(lambda x: x, params)
-    permuted["encoder"]["embedder"]["position"] = {"embedding": params["encoder"]["embedder"]["position"]["embedding"][::-1]}
+    table = params["encoder"]["embedder"]["position"]["embedding"]
+    permuted["encoder"]["embedder"]["position"] = {"embedding": table[::-1]}
     moved_hidden, moved_logits = run(cfg, permuted)
     np.testing.assert_array_equal(moved_hidden, hidden)  # absolute positions reach nothing but the decoder
     assert np.abs(moved_logits - logits).max() > 1e-2
@@ -146,7 +147,8 @@ def test_the_discriminator_reads_table_plus_delta_which_exports_fold_in(gdes):
     discriminator, generator = electra.split_generator(params)
     folded = embedder["token"]["embedding"] + embedder["token_delta"]
     np.testing.assert_array_equal(discriminator["encoder"]["embedder"]["token"]["embedding"], folded)
-    np.testing.assert_array_equal(generator["encoder"]["embedder"]["token"]["embedding"], embedder["token"]["embedding"])
+    np.testing.assert_array_equal(generator["encoder"]["embedder"]["token"]["embedding"],
+                                  embedder["token"]["embedding"])
     assert "token_delta" not in discriminator["encoder"]["embedder"]
     jax.tree.map(np.testing.assert_array_equal, fold_deltas(params["encoder"]), discriminator["encoder"])
     # The folded discriminator, as a plain encoder, computes what the joint model's discriminator computed.

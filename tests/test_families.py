@@ -279,7 +279,8 @@ SHAPES = {"roberta_tiny": ["model.max_length=50"],
           "deberta_tiny": ["model.position_buckets=16"],
           "deberta_v3_xsmall": ["model.num_layers=2", "model.num_heads=2", "model.position_buckets=16",
                                 "objective.replaced_token_detection.generator_hidden_size=32",
-                                "objective.replaced_token_detection.generator_num_heads=2", "optimizer.learning_rate=1e-3"]}
+                                "objective.replaced_token_detection.generator_num_heads=2",
+                                "optimizer.learning_rate=1e-3"]}
 # What each run's fine-tuned model keeps of its family.
 FAMILY_FIELDS = {"roberta_tiny": {"pad_token_id": 1, "position_offset": 2},
                  "albert_tiny": {"shared_layer_groups": 1, "embedding_size": 16},

@@ -120,6 +120,6 @@ def test_what_plmjax_cannot_hold_is_refused():
 
 
 def test_convert_cli_from_hf_and_back(tmp_path):
-    written = assert_converts_both_ways(tmp_path, transformers.DebertaV2ForMaskedLM, lambda vocab: transformers.DebertaV2Config(
-        **{**BASE, **CASES["v3"], "vocab_size": vocab}))
+    written = assert_converts_both_ways(tmp_path, transformers.DebertaV2ForMaskedLM, lambda vocab: (
+        transformers.DebertaV2Config(**{**BASE, **CASES["v3"], "vocab_size": vocab})))
     assert written["model_type"] == "deberta-v2"

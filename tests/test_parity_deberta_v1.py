@@ -167,8 +167,8 @@ def test_what_v1_cannot_hold_is_refused():
         hf.params_to_hf("deberta", params, cfg, "masked_lm")
     attention["key"]["bias"][2, 5] = 0.0
     exported = transformers.DebertaForMaskedLM(_config("base_like")).eval()
-    exported.load_state_dict({k: torch.tensor(v) for k, v in hf.params_to_hf("deberta", params, cfg, "masked_lm").items()},
-                             strict=False)
+    back = hf.params_to_hf("deberta", params, cfg, "masked_lm")
+    exported.load_state_dict({k: torch.tensor(v) for k, v in back.items()}, strict=False)
     mask = ids != 0
     ours = encoder.EncoderForMaskedLM(cfg).apply({"params": params}, jnp.asarray(ids))["mlm_logits"]
     with torch.no_grad():
@@ -176,7 +176,7 @@ def test_what_v1_cannot_hold_is_refused():
 
 
 def test_convert_cli_from_hf_and_back(tmp_path):
-    written = assert_converts_both_ways(tmp_path, transformers.DebertaForMaskedLM, lambda vocab: transformers.DebertaConfig(
-        **{**BASE, **CASES["base_like"], "vocab_size": vocab}))
+    written = assert_converts_both_ways(tmp_path, transformers.DebertaForMaskedLM, lambda vocab: (
+        transformers.DebertaConfig(**{**BASE, **CASES["base_like"], "vocab_size": vocab})))
     assert written["model_type"] == "deberta"
     assert not {"share_att_key", "position_buckets", "norm_rel_ebd"} & set(written)

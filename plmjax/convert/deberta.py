@@ -53,7 +53,8 @@ LAYER_NAMES = {**bert.LAYER_NAMES, "query": "attention.self.query_proj", "key": 
 # MLM head naming -> (transform dense, its LayerNorm, output bias)
 MLM_NAMES = {
     "legacy": ("cls.predictions.transform.dense", "cls.predictions.transform.LayerNorm", "cls.predictions.bias"),
-    "lm_predictions": ("lm_predictions.lm_head.dense", "lm_predictions.lm_head.LayerNorm", "lm_predictions.lm_head.bias"),
+    "lm_predictions": ("lm_predictions.lm_head.dense", "lm_predictions.lm_head.LayerNorm",
+                       "lm_predictions.lm_head.bias"),
 }
 TIED = {"cls.predictions.decoder.weight": "deberta.embeddings.word_embeddings.weight",
         "cls.predictions.decoder.bias": "cls.predictions.bias"}

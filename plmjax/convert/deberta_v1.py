@@ -21,15 +21,16 @@ relative table and heads serve it, with this module's layer rules (`V1`):
   pos_q_proj.weight/.bias (p2c)         kernel/position_query/kernel, bias
 
 HF scales the query (and p2c's position query) by 1/sqrt(d * (1 + len(pos_att_type))) before the dot products,
-plmjax the summed logits by the same factor. HF slices rel_embeddings to the rows
-[max_rel - span, max_rel + span) for span = min(sequence length, max_rel) and clamps offset + span into them: the
-rows plmjax's clamp(offset + max_rel, 0, 2 * max_rel - 1) picks, since offsets stay within +-(length - 1).
-HF v1 ignores v2's keys (attention_head_size, position_buckets, share_att_key, norm_rel_ebd, conv_*), and so does
-this reading. Refused: talking_head (heads mixed before and after the softmax), a pos_att_type without
-relative_attention (HF still divides by sqrt(d * (1 + len(pos_att_type)))), and, writing back, a nonzero key bias
-with p2c, which HF v1 has no tensor for. A position-key bias, or a key bias without p2c, only adds a per-query
-constant to the logits, which the softmax cancels: it is left out (a plmjax fine-tuning run moves them by float noise). `hf.model_type_for` still exports plmjax-made DeBERTa models as
-"deberta-v2"; a converted v1 release keeps model_type "deberta" through its stored hf_config.json.
+plmjax the summed logits by the same factor. HF slices rel_embeddings to the rows [max_rel - span, max_rel + span)
+for span = min(sequence length, max_rel) and clamps offset + span into them: the rows plmjax's clamp(offset +
+max_rel, 0, 2 * max_rel - 1) picks, since offsets stay within +-(length - 1). HF v1 ignores v2's keys
+(attention_head_size, position_buckets, share_att_key, norm_rel_ebd, conv_*), and so does this reading. Refused:
+talking_head (heads mixed before and after the softmax), a pos_att_type without relative_attention (HF still
+divides by sqrt(d * (1 + len(pos_att_type)))), and, writing back, a nonzero key bias with p2c, which HF v1 has no
+tensor for. A position-key bias, or a key bias without p2c, only adds a per-query constant to the logits, which the
+softmax cancels: it is left out (a plmjax fine-tuning run moves them by float noise). `hf.model_type_for` still
+exports plmjax-made DeBERTa models as "deberta-v2"; a converted v1 release keeps model_type "deberta" through its
+stored hf_config.json.
 """
 
 from __future__ import annotations

@@ -6,8 +6,9 @@ bias the stack built (padding, causal, prefix-LM and relative-position terms), t
 the key mask, and what the stack's shared module computed for it (`Kernel.Shared`, e.g. a relative-embedding
 table made once per stack) — plus the layer carry (state a layer passes to the next). It returns context
 vectors and the carry. Projections, the decoding cache and prefixes stay here, so a new kind writes only a
-kernel; a kernel with a `projections` field also gets the query/key/value projection modules (`Projections`). Kernels sow what they attend with into the ATTENTION_WEIGHTS collection, which costs nothing unless
-a model task asks for it (ModelTask.collections).
+kernel; a kernel with a `projections` field also gets the query/key/value projection modules (`Projections`).
+Kernels sow what they attend with into the ATTENTION_WEIGHTS collection, which costs nothing unless a model
+task asks for it (ModelTask.collections).
 """
 
 from __future__ import annotations

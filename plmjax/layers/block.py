@@ -9,7 +9,8 @@ import jax
 import jax.numpy as jnp
 
 from plmjax.config import ConfigError, ModelConfig
-from plmjax.layers import disentangled, hooks, moe, runtime  # noqa: F401  (registers ffn_kind=moe, attention_kind=disentangled)
+# moe and disentangled register ffn_kind=moe and attention_kind=disentangled
+from plmjax.layers import disentangled, hooks, moe, runtime  # noqa: F401
 from plmjax.layers.attention import AttentionInputs, kernel_class, make_attention
 from plmjax.layers.conv import InputConvolution
 from plmjax.layers.dropout import make_dropout
@@ -49,7 +50,8 @@ class TransformerLayer(nn.Module):
 
     Called with `state = (x, carry)`: the hidden states and the layer carry (None without model.layer_carry),
     which attention kernels and the carry's step may read and replace; returns the new state. With `context`,
-    x are only the queries of self-attention, whose keys and values are `context` (a sequence of x's length).
+    x are only the queries of self-attention, whose keys and values are `context` (the sequence `inputs` describe;
+    x may be some of its positions).
     """
 
     cfg: ModelConfig

@@ -326,8 +326,9 @@ def _check_deberta_parts(cfg: ModelConfig) -> None:
     """The disentangled-attention, convolution and mask-decoder switches that cannot work together."""
     if any(t not in ("c2p", "p2c") for t in cfg.relative_terms):
         raise ConfigError(f"model.position_terms={cfg.position_terms!r} must name c2p and/or p2c")
-    if cfg.position_buckets < 0 or cfg.max_relative_positions < 0:
-        raise ConfigError("model.position_buckets and model.max_relative_positions must be >= 0 (0: off / max_length)")
+    if cfg.position_buckets < 0 or cfg.position_buckets == 1 or cfg.max_relative_positions < 0:
+        raise ConfigError(f"model.position_buckets={cfg.position_buckets} must be 0 (exact offsets) or >= 2, and "
+                          f"model.max_relative_positions={cfg.max_relative_positions} >= 0 (0: max_length)")
     if cfg.conv_kernel_size and (cfg.conv_kernel_size % 2 == 0 or cfg.hidden_size % cfg.conv_groups):
         raise ConfigError(f"model.conv_kernel_size={cfg.conv_kernel_size} must be odd and model.hidden_size a "
                           f"multiple of model.conv_groups={cfg.conv_groups}")

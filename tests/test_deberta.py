@@ -191,7 +191,8 @@ def test_scoring_by_distance_equals_gathering_each_pair(terms):
     (dict(mask_decoder_passes=2, position_kind="learned", embedding_size=8), "model.embedding_size"),
     (dict(conv_kernel_size=2), "model.conv_kernel_size=2 must be odd"),
     (dict(position_terms="c2p,q2q"), "model.position_terms='c2p,q2q'"),
-    (dict(position_buckets=-1), "model.position_buckets"),
+    (dict(position_buckets=-1), "model.position_buckets=-1 must be 0"),
+    (dict(position_buckets=1), "model.position_buckets=1 must be 0"),  # half a bucket: log(x / 0)
 ])
 def test_settings_that_cannot_work_are_config_errors(fields, message):
     with pytest.raises(ConfigError, match=message.replace("(", r"\(").replace(".", r"\.")):

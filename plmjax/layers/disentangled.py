@@ -25,6 +25,7 @@ from plmjax.layers.dropout import make_dropout
 from plmjax.layers.linear import make_projection
 from plmjax.layers.norms import make_norm
 
+
 def max_relative_positions(cfg: ModelConfig) -> int:
     return cfg.max_relative_positions if cfg.max_relative_positions > 0 else cfg.max_length
 
@@ -49,6 +50,11 @@ def relative_positions(cfg: ModelConfig, query_positions, key_positions):
     if cfg.position_buckets > 0:
         relative = log_bucket_position(relative, cfg.position_buckets, max_relative_positions(cfg))
     return relative
+
+
+def table_rows(cfg: ModelConfig, query_positions, key_positions):
+    """Each (query, key) pair's row in the relative-embedding table [batch|1, queries, keys]."""
+    return jnp.clip(relative_positions(cfg, query_positions, key_positions) + span(cfg), 0, 2 * span(cfg) - 1)
 
 
 def skew(scores):
@@ -76,8 +82,7 @@ class RelativeEmbeddings(nn.Module):
         )
         if cfg.norm_relative_embeddings:
             table = make_norm(cfg, name="norm")(table)
-        rows = jnp.clip(relative_positions(cfg, query_positions, key_positions) + span(cfg), 0, 2 * span(cfg) - 1)
-        return table.astype(initializers.compute_dtype(cfg)), rows
+        return table.astype(initializers.compute_dtype(cfg)), table_rows(cfg, query_positions, key_positions)
 
 
 class DisentangledKernel(nn.Module):
@@ -104,8 +109,7 @@ class DisentangledKernel(nn.Module):
         by_distance = inputs.aligned and length > 1  # rows depend on i - j alone: no gather (see `skew`)
         if by_distance:
             distances = jnp.arange(length - 1, -length, -1)  # e -> i - j = L-1-e, for e = 0 .. 2L-2
-            distance_rows = jnp.clip(relative_positions(cfg, distances[None], jnp.zeros((1, 1), jnp.int32))[0, :, 0]
-                                     + span(cfg), 0, 2 * span(cfg) - 1)
+            distance_rows = table_rows(cfg, distances[None], jnp.zeros((1, 1), jnp.int32))[0, :, 0]
         if "c2p" in terms:  # q_i . pk[r(i, j)]
             position_key = self._project(table, "key")
             if by_distance:

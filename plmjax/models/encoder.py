@@ -34,10 +34,8 @@ class Encoder(nn.Module):
             self.projection = make_projection(cfg, cfg.hidden_size, ("embed",), ("hidden",), "projection")
         self.stack = TransformerStack(cfg, cfg.num_layers, causal=False)
 
-    def __call__(self, input_ids, segment_ids=None, attention_mask=None, deterministic: bool = True,
-                 mask_decoder: bool = False, masked_positions=None):
-        """Hidden states; with `mask_decoder`, (hidden states, the mask decoder's states at `masked_positions`, or
-        at every position)."""
+    def __call__(self, input_ids, segment_ids=None, attention_mask=None, deterministic: bool = True, revisit=None):
+        """Hidden states; with the stack's `revisit`, (hidden states, what it returned)."""
         cfg, own = self.cfg, self.shared_embedder is None
         if attention_mask is None:
             attention_mask = input_ids != cfg.pad_token_id
@@ -45,7 +43,6 @@ class Encoder(nn.Module):
                           detached=self.embedding_deltas)
         if not own and cfg.emb_dim != cfg.hidden_size:
             x = self.projection(x)
-        revisit = enhanced_mask_decoder(cfg, self.embedder, masked_positions) if mask_decoder else None
         return self.stack(x, mask=attention_mask, deterministic=deterministic, revisit=revisit)
 
     def masked_lm_states(self, input_ids, segment_ids=None, attention_mask=None, deterministic: bool = True,
@@ -53,8 +50,8 @@ class Encoder(nn.Module):
         """(hidden states, the states MLM predictions read at `masked_positions` [batch, predictions], or at every
         position: the mask decoder's when model.mask_decoder_passes)."""
         if self.cfg.mask_decoder_passes:
-            return self(input_ids, segment_ids, attention_mask, deterministic, mask_decoder=True,
-                        masked_positions=masked_positions)
+            return self(input_ids, segment_ids, attention_mask, deterministic,
+                        revisit=enhanced_mask_decoder(self.cfg, self.embedder, masked_positions))
         hidden = self(input_ids, segment_ids, attention_mask, deterministic)
         return hidden, hidden if masked_positions is None else gather_positions(hidden, masked_positions)
 

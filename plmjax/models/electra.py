@@ -2,9 +2,10 @@
 from its softmax, and the discriminator, the model that is kept, tells every token original or replaced.
 
 Parameters: 'encoder' and 'discriminator_head' are the discriminator (HF's ElectraForPreTraining; fine-tuning
-reads 'encoder' like any encoder's, with DeBERTa v3's embedding deltas folded in: `fold_deltas`); 'generator' (its stack, plus its own projection when it is narrower than the
-embeddings) and 'generator_head' are the generator, which reads the discriminator's token, position and segment
-tables and their norm (HF's ElectraForMaskedLM once split off: `split_generator`).
+reads 'encoder' like any encoder's, with DeBERTa v3's embedding deltas folded in: `fold_deltas`); 'generator'
+(its stack, plus its own projection when it is narrower than the embeddings) and 'generator_head' are the
+generator, which reads the discriminator's token, position and segment tables and their norm (HF's
+ElectraForMaskedLM once split off: `split_generator`).
 """
 
 from __future__ import annotations

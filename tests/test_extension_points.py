@@ -8,7 +8,7 @@ import pytest
 
 from plmjax.config import bert, gpt
 from plmjax.layers import activations, hooks
-from plmjax.layers.attention import Attention, AttentionInputs
+from plmjax.layers.attention import ATTENTION_KERNELS, Attention, AttentionInputs
 from plmjax.models.decoder import DecoderLM
 from plmjax.models.encoder import EncoderForPretraining
 
@@ -159,6 +159,53 @@ def test_kv_prefix_attention_matches_a_numpy_reference(monkeypatch):
     context = np.einsum("bhqk,bkhd->bqhd", weights, v)
     expected = np.einsum("bqhd,hde->bqe", context, p["out"]["kernel"]) + p["out"]["bias"]
     np.testing.assert_allclose(out, expected, atol=1e-5)
+
+
+class SinkKernel(nn.Module):
+    """A toy kernel using the attention's own projections: one learned sink vector, projected by the layer's key and
+    value projections, is an extra key/value every query sees."""
+
+    cfg: object
+    causal: bool = False
+    projections: object = None
+
+    Shared = None
+
+    @nn.compact
+    def __call__(self, query, key, value, inputs, carry=None, deterministic: bool = True):
+        sink = self.param("sink", nn.initializers.normal(1.0), (1, 1, self.cfg.hidden_size))
+        sink = jnp.broadcast_to(sink, (query.shape[0], 1, sink.shape[-1]))
+        key = jnp.concatenate([self.projections.key(sink), key], 1)
+        value = jnp.concatenate([self.projections.value(sink), value], 1)
+        logits = jnp.einsum("bqhd,bkhd->bhqk", query / jnp.sqrt(query.shape[-1]), key)
+        logits = logits + jnp.pad(inputs.bias, [(0, 0)] * 3 + [(1, 0)])
+        return jnp.einsum("bhqk,bkhd->bqhd", jax.nn.softmax(logits, -1), value), carry
+
+
+def test_a_kernel_declaring_projections_gets_the_attentions_own(monkeypatch):
+    monkeypatch.setitem(ATTENTION_KERNELS, "sink", SinkKernel)
+    cfg = bert(**SMALL, attention_kind="sink").model
+    x = jax.random.normal(jax.random.key(1), (2, 5, 32))
+    mask_bias = jnp.zeros((2, 1, 5, 5)).at[1, :, :, 4].set(-1e9)
+    positions = jnp.broadcast_to(jnp.arange(5), (2, 5))
+    inputs = AttentionInputs(mask_bias, positions, positions[:1])
+    attention = Attention(cfg)
+    variables = init(attention, x, x, inputs)
+    assert sorted(variables["params"]) == ["kernel", "key", "out", "query", "value"]
+    assert list(variables["params"]["kernel"]) == ["sink"]  # no projection of its own: the layer's are reused
+    out, _ = attention.apply(variables, x, x, inputs)
+    p = jax.tree.map(np.asarray, variables["params"])
+    proj = lambda name, v: np.einsum("ble,ehd->blhd", v, p[name]["kernel"]) + p[name]["bias"]  # noqa: E731
+    xn, sink = np.asarray(x), np.broadcast_to(p["kernel"]["sink"], (2, 1, 32))
+    q = proj("query", xn)
+    k = np.concatenate([proj("key", sink), proj("key", xn)], axis=1)
+    v = np.concatenate([proj("value", sink), proj("value", xn)], axis=1)
+    logits = np.einsum("bqhd,bkhd->bhqk", q, k) / np.sqrt(8)
+    logits[1, :, :, 1 + 4] = -1e9
+    weights = np.exp(logits - logits.max(-1, keepdims=True))
+    weights /= weights.sum(-1, keepdims=True)
+    expected = np.einsum("bqhd,hde->bqe", np.einsum("bhqk,bkhd->bqhd", weights, v), p["out"]["kernel"])
+    np.testing.assert_allclose(out, expected + p["out"]["bias"], atol=1e-5)
 
 
 def test_prefix_lm_mask_is_bidirectional_inside_the_prefix_only():
